@@ -1,0 +1,47 @@
+"""The execution family: the coordinator assigns a step, an executor returns its result."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from protocols._base import Message, StepId, TaskId
+from protocols.planning import Step
+
+
+class ToolCall(Message):
+    """One tool invocation made while running a step, with what it returned."""
+
+    tool: str
+    arguments: str = Field(description="The arguments as the tool received them.")
+    output: str = Field(default="", description="What the tool returned.")
+    ok: bool = Field(description="Whether the tool succeeded.")
+
+
+class StepAssigned(Message):
+    """Asks an executor to run one step."""
+
+    type: Literal["step.assigned"] = "step.assigned"
+    task_id: TaskId
+    goal: str = Field(min_length=1, max_length=4000)
+    step: Step
+    inputs: dict[StepId, str] = Field(
+        default_factory=dict, description="Outputs of the steps this one depends on."
+    )
+    feedback: str | None = Field(
+        default=None, max_length=4000, description="Reviewer feedback on the previous attempt."
+    )
+    attempt: int = Field(default=1, ge=1, description="1 for the first run, +1 per revision.")
+
+
+class StepResult(Message):
+    """What an executor produced for a step."""
+
+    type: Literal["step.result"] = "step.result"
+    task_id: TaskId
+    step_id: StepId
+    output: str = Field(max_length=20000)
+    ok: bool = Field(description="False when the step could not be carried out.")
+    tool_calls: tuple[ToolCall, ...] = Field(default=(), description="Evidence: tools used.")
+    attempt: int = Field(default=1, ge=1)
