@@ -1,0 +1,57 @@
+"""Builds an agent of a role from the settings tree: its model client, tools and memory."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from agents._executor import Executor
+from agents._model import ModelClient, OpenAIModelClient
+from agents._planner import Planner
+from agents._reviewer import Reviewer
+from agents._settings import ModelEndpoint, TroupeSettings
+from agents._tools import default_tools
+from memory import EpisodicMemory
+from protocols import ConfigurationError
+
+Role = Literal["planner", "executor", "reviewer"]
+ROLES: tuple[Role, ...] = ("planner", "executor", "reviewer")
+
+
+def model_client(endpoint: ModelEndpoint) -> ModelClient:
+    """The ``openai``-backed client for an endpoint; it must have a URL by now."""
+    if not endpoint.base_url:
+        raise ConfigurationError(
+            "a model endpoint has no base_url: deploy the Serve app first (troupe run does) or "
+            "set agents.<role>.base_url to an OpenAI-compatible URL"
+        )
+    return OpenAIModelClient(endpoint)
+
+
+def build_agent(
+    role: str, settings: TroupeSettings, memory: EpisodicMemory, *, name: str
+) -> Planner | Executor | Reviewer:
+    """A planner, executor or reviewer configured from ``settings``."""
+    agents = settings.agents
+    namespace = settings.memory.namespace
+    if role == "planner":
+        return Planner(
+            model_client(agents.planner),
+            memory,
+            default_tools(),
+            namespace=namespace,
+            max_attempts=agents.max_plan_attempts,
+            max_chars=agents.max_field_chars,
+        )
+    if role == "executor":
+        return Executor(
+            model_client(agents.executor),
+            memory,
+            default_tools(),
+            name=name,
+            namespace=namespace,
+            max_chars=agents.max_field_chars * 2,
+            max_input_chars=agents.max_input_chars,
+        )
+    if role == "reviewer":
+        return Reviewer(model_client(agents.reviewer), max_chars=agents.max_field_chars)
+    raise ConfigurationError(f"unknown agent role {role!r}; roles are {', '.join(ROLES)}")

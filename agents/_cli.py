@@ -1,0 +1,172 @@
+"""The ``troupe`` command: run a task end to end on a local (or joined) Ray cluster."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from agents._settings import TroupeSettings
+from protocols import (
+    Budget,
+    ConfigurationError,
+    TaskCompleted,
+    TaskFailed,
+    TaskSubmitted,
+    TroupeError,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``troupe`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except TroupeError as exc:
+        print(f"troupe: error: {exc.message}", file=sys.stderr)
+        return 2
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="troupe", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="run one task end to end and print its steps and answer")
+    run.add_argument("goal", help="what the team should do")
+    run.add_argument("--config", type=Path, help="settings file (YAML, JSON or TOML)")
+    run.add_argument("--port", type=int, help="HTTP port of the model API (default 8000)")
+    run.add_argument("--max-steps", type=int, help="largest plan allowed")
+    run.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    run.add_argument("--trace", action="store_true", help="also print every hop of the trace")
+    run.set_defaults(func=_cmd_run)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    settings = TroupeSettings.load(args.config)
+    if args.port is not None:
+        settings = settings.model_copy(
+            update={"serve": settings.serve.model_copy(update={"port": args.port})}
+        )
+    budget = settings.budget
+    if args.max_steps is not None:
+        budget = Budget.model_validate({**budget.model_dump(), "max_steps": args.max_steps})
+    task = TaskSubmitted(task_id=f"t-{uuid.uuid4().hex[:12]}", goal=args.goal, budget=budget)
+    started = time.monotonic()
+    outcome = run_task(settings, task)
+    elapsed = time.monotonic() - started
+    if args.json:
+        print(outcome.model_dump_json(indent=2))
+    else:
+        print(render_outcome(outcome, elapsed_s=elapsed, trace=args.trace))
+    return 0 if isinstance(outcome, TaskCompleted) else 1
+
+
+def run_task(settings: TroupeSettings, task: TaskSubmitted) -> TaskCompleted | TaskFailed:
+    """Starts Ray, the model app and the team as needed, runs the task, stops what it started."""
+    from agents._team import start_team
+
+    with _ray(settings), _models(settings) as base_url:
+        team = start_team(settings.with_local_endpoint(base_url))
+        try:
+            return team.run(task)
+        finally:
+            team.stop()
+
+
+@contextlib.contextmanager
+def _ray(settings: TroupeSettings) -> Iterator[None]:
+    """Starts a private local Ray (or joins ``ray.address``); shuts down only one it started."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "0")
+    ray.init(
+        address=settings.ray.address,
+        num_cpus=settings.ray.num_cpus if settings.ray.address == "local" else None,
+        namespace=settings.ray.namespace,
+        include_dashboard=settings.ray.include_dashboard,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+        configure_logging=True,
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@contextlib.contextmanager
+def _models(settings: TroupeSettings) -> Iterator[str]:
+    """Deploys troupe's model app on Serve and deletes it afterwards."""
+    from serve import deploy, shutdown
+
+    _check_port_free(settings.serve.host, settings.serve.port)
+    base_url = deploy(settings.serve)
+    try:
+        yield base_url
+    finally:
+        shutdown(settings.serve)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise ConfigurationError(
+                f"port {port} on {host} is in use, so the model API cannot listen there: pass "
+                "--port with a free port or set serve.port in the settings file"
+            ) from None
+
+
+def render_outcome(outcome: TaskCompleted | TaskFailed, *, elapsed_s: float, trace: bool) -> str:
+    """The outcome as a person reads it: each step, its review, and the answer."""
+    status = "completed" if isinstance(outcome, TaskCompleted) else "FAILED"
+    lines = [
+        f"troupe task {outcome.task_id}: {status} in {elapsed_s:.1f} s",
+        f"goal: {outcome.goal}",
+        "",
+        "steps:",
+    ]
+    for record in outcome.steps:
+        step = record.step
+        review = "approved" if record.approved else f"NOT approved ({record.decision})"
+        revised = f", {record.revisions} revision(s)" if record.revisions else ""
+        lines.append(f"  {step.id} [{step.tool}] {step.description}")
+        if step.input:
+            lines.append(f"      input:  {step.input}")
+        lines.append(f"      output: {record.output}")
+        lines.append(f"      review: {review}{revised} {record.feedback}".rstrip())
+    if not outcome.steps:
+        lines.append("  (none)")
+    lines.append("")
+    if isinstance(outcome, TaskCompleted):
+        lines.append(f"final answer: {outcome.final_answer}")
+    else:
+        lines.append(f"failed: {outcome.reason}")
+    lines.append(f"trace: {len(outcome.trace)} events")
+    if trace:
+        for event in outcome.trace:
+            where = f" {event.step_id}" if event.step_id else ""
+            lines.append(
+                f"  #{event.seq:<3} {event.sender:>12} -> {event.topic:<16} "
+                f"{event.message_type}{where}: {event.summary}"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+__all__ = ["main", "render_outcome", "run_task"]

@@ -1,0 +1,221 @@
+"""The planner: turns a goal into a validated plan, reusing one that worked before."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from agents._model import ModelClient
+from agents._prompts import load_prompt
+from agents._structured import ask_json, clip, object_schema, text_field
+from agents._tools import MODEL_TOOL, ToolRegistry
+from memory import EpisodicMemory, RecallQuery
+from protocols import (
+    AgentError,
+    AnyMessage,
+    Plan,
+    PlanProposed,
+    PlanRequested,
+    Step,
+    describe_validation_error,
+)
+
+NAME = "planner"
+
+
+class _DraftStep(BaseModel):
+    description: str
+    tool: str
+    input: str
+    depends_on: list[int]
+
+
+class _Draft(BaseModel):
+    steps: list[_DraftStep]
+
+
+def goal_key(goal: str) -> str:
+    """A stable key for "the same goal": case and spacing do not matter."""
+    return hashlib.sha256(" ".join(goal.lower().split()).encode()).hexdigest()[:16]
+
+
+def plan_schema(tools: list[str], *, max_steps: int, max_chars: int) -> dict[str, Any]:
+    """The JSON schema a plan draft must follow: bounded so a small model always finishes it.
+
+    Steps are numbered by position and may only depend on earlier ones, which makes every valid
+    draft acyclic by construction.
+    """
+    step = object_schema(
+        {
+            "description": text_field(max_chars, min_chars=1),
+            "tool": {"type": "string", "enum": tools},
+            "input": text_field(max_chars),
+            "depends_on": {
+                "type": "array",
+                "maxItems": 3,
+                "items": {"type": "integer", "minimum": 1, "maximum": max_steps},
+            },
+        }
+    )
+    return object_schema(
+        {"steps": {"type": "array", "minItems": 1, "maxItems": max_steps, "items": step}}
+    )
+
+
+def draft_to_plan(data: dict[str, Any], *, tools: list[str], max_steps: int) -> Plan:
+    """Checks a model's draft and turns it into a ``Plan`` with ids ``s1..sN``.
+
+    Raises:
+        AgentError: saying what is wrong, in words the model can act on when asked again.
+    """
+    try:
+        draft = _Draft.model_validate(data)
+    except ValidationError as exc:
+        raise AgentError(describe_validation_error(exc), code="invalid_plan") from None
+    if not 1 <= len(draft.steps) <= max_steps:
+        raise AgentError(f"a plan needs 1 to {max_steps} steps", code="invalid_plan")
+    steps = []
+    for number, item in enumerate(draft.steps, start=1):
+        if item.tool not in tools:
+            raise AgentError(
+                f"step {number} uses unknown tool {item.tool!r}; use one of {', '.join(tools)}",
+                code="invalid_plan",
+            )
+        later = [d for d in item.depends_on if d >= number]
+        if later:
+            raise AgentError(
+                f"step {number} depends on step {later[0]}, which is not earlier; a step may "
+                "only depend on steps before it",
+                code="invalid_plan",
+            )
+        steps.append(
+            Step(
+                id=f"s{number}",
+                description=item.description.strip() or f"step {number}",
+                tool=item.tool,
+                input=item.input.strip(),
+                depends_on=tuple(f"s{d}" for d in sorted(set(item.depends_on)) if d >= 1),
+            )
+        )
+    return Plan(steps=tuple(steps))
+
+
+class Planner:
+    """Answers ``PlanRequested`` with ``PlanProposed``.
+
+    Args:
+        model: Chat model for planning.
+        memory: Episodic memory to find plans that worked before.
+        tools: The tools steps may use.
+        namespace: Memory namespace.
+        max_attempts: Model calls before falling back to a one-step plan.
+        max_chars: Longest free-text field in a draft.
+    """
+
+    name = NAME
+
+    def __init__(
+        self,
+        model: ModelClient,
+        memory: EpisodicMemory,
+        tools: ToolRegistry,
+        *,
+        namespace: str = "default",
+        max_attempts: int = 2,
+        max_chars: int = 120,
+    ):
+        self._model = model
+        self._memory = memory
+        self._tools = tools
+        self._namespace = namespace
+        self._max_attempts = max_attempts
+        self._max_chars = max_chars
+
+    async def handle(self, message: AnyMessage) -> AnyMessage:
+        """Plans for a ``PlanRequested``; any other message is an error."""
+        if not isinstance(message, PlanRequested):
+            raise AgentError(f"{NAME} cannot handle {message.type!r}", code="unhandled_message")
+        if message.feedback is None:
+            reused = await self._recall_plan(message)
+            if reused is not None:
+                return reused
+        return await self._plan_with_model(message)
+
+    async def _recall_plan(self, request: PlanRequested) -> PlanProposed | None:
+        """A plan that completed the same goal before, if memory has one that still fits."""
+        found = await self._memory.recall(
+            RecallQuery(text=request.goal, namespace=self._namespace, k=5, kinds=("plan",))
+        )
+        key = goal_key(request.goal)
+        for scored in found:
+            meta = scored.episode.metadata
+            if meta.get("goal_key") != key or meta.get("outcome") != "completed":
+                continue
+            try:
+                plan = Plan.model_validate_json(meta["plan"])
+            except (KeyError, ValidationError):
+                continue  # an old or damaged record: plan afresh rather than trust it
+            if len(plan.steps) <= request.max_steps and all(
+                s.tool in self._tools.names() for s in plan.steps
+            ):
+                return PlanProposed(
+                    task_id=request.task_id,
+                    plan=plan,
+                    source="memory",
+                    notes=f"reused the plan of task {scored.episode.task_id}",
+                )
+        return None
+
+    async def _plan_with_model(self, request: PlanRequested) -> PlanProposed:
+        tools = self._tools.names()
+        schema = plan_schema(tools, max_steps=request.max_steps, max_chars=self._max_chars)
+        errors: list[str] = []
+        for attempt in range(1, self._max_attempts + 1):
+            user = self._user_prompt(request, errors[-1] if errors else None)
+            try:
+                data, _ = await ask_json(
+                    self._model,
+                    prompt=load_prompt("planner"),
+                    system_values={
+                        "max_steps": str(request.max_steps),
+                        "tools": self._tools.describe(),
+                    },
+                    user=user,
+                    schema=schema,
+                    name="plan",
+                )
+                plan = draft_to_plan(data, tools=tools, max_steps=request.max_steps)
+            except AgentError as exc:
+                if exc.code not in ("invalid_plan", "bad_model_output"):
+                    raise
+                errors.append(f"attempt {attempt}: {exc.message}")
+                continue
+            return PlanProposed(
+                task_id=request.task_id,
+                plan=plan,
+                source="model",
+                attempts=attempt,
+                notes=clip("; ".join(errors), 4000),
+            )
+        return self._fallback(request, errors)
+
+    def _user_prompt(self, request: PlanRequested, last_error: str | None) -> str:
+        parts = [f"Goal: {request.goal}"]
+        if request.feedback:
+            parts.append(f"The previous plan was rejected: {clip(request.feedback, 400)}")
+        if last_error:
+            parts.append(f"Your last plan was invalid ({clip(last_error, 300)}). Fix it.")
+        return "\n".join(parts)
+
+    def _fallback(self, request: PlanRequested, errors: list[str]) -> PlanProposed:
+        """The model gave no valid plan: run the goal as one model step, and say so."""
+        step = Step(id="s1", description=clip(request.goal, 500), tool=MODEL_TOOL, input="")
+        return PlanProposed(
+            task_id=request.task_id,
+            plan=Plan(steps=(step,)),
+            source="fallback",
+            attempts=self._max_attempts,
+            notes=clip("; ".join(errors), 4000),
+        )

@@ -1,0 +1,104 @@
+"""The reviewer: judges a step's result, by rule where the evidence decides, else by model."""
+
+from __future__ import annotations
+
+from agents._model import ModelClient
+from agents._prompts import load_prompt
+from agents._structured import ask_json, clip, object_schema, text_field
+from protocols import AgentError, AnyMessage, ReviewRequested, ReviewVerdict
+
+NAME = "reviewer"
+DECISIONS = ["approve", "revise", "reject"]
+
+
+def rule_verdict(request: ReviewRequested) -> ReviewVerdict | None:
+    """A decision the evidence makes on its own, without asking the model.
+
+    A failed or empty result is sent back with the failure as feedback. A result that is exactly
+    a tool's successful output is approved: the tool computed it, the model's opinion adds
+    nothing. Returns None when the model has to judge.
+    """
+    result = request.result
+    if not result.ok or not result.output.strip():
+        reason = result.output.strip() or "the result is empty"
+        return _verdict(request, "revise", f"the step did not succeed: {clip(reason, 300)}")
+    succeeded = [c for c in result.tool_calls if c.ok]
+    if succeeded and succeeded[-1].output == result.output:
+        return _verdict(request, "approve", f"computed by {succeeded[-1].tool}")
+    return None
+
+
+def _verdict(request: ReviewRequested, decision: str, feedback: str) -> ReviewVerdict:
+    return ReviewVerdict.model_validate(
+        {
+            "task_id": request.task_id,
+            "step_id": request.step.id,
+            "decision": decision,
+            "feedback": feedback,
+            "checked_by": "rule",
+        }
+    )
+
+
+class Reviewer:
+    """Answers ``ReviewRequested`` with ``ReviewVerdict``.
+
+    Args:
+        model: Chat model for judgement calls.
+        max_chars: Longest feedback the model may write.
+    """
+
+    name = NAME
+
+    def __init__(self, model: ModelClient, *, max_chars: int = 160):
+        self._model = model
+        self._max_chars = max_chars
+
+    async def handle(self, message: AnyMessage) -> AnyMessage:
+        """Reviews a ``ReviewRequested``; any other message is an error."""
+        if not isinstance(message, ReviewRequested):
+            raise AgentError(f"{NAME} cannot handle {message.type!r}", code="unhandled_message")
+        return rule_verdict(message) or await self._model_verdict(message)
+
+    async def _model_verdict(self, request: ReviewRequested) -> ReviewVerdict:
+        schema = object_schema(
+            {
+                "decision": {"type": "string", "enum": DECISIONS},
+                "feedback": text_field(self._max_chars),
+            }
+        )
+        data, _ = await ask_json(
+            self._model,
+            prompt=load_prompt("reviewer"),
+            user=self._user_prompt(request),
+            schema=schema,
+            name="review",
+        )
+        decision = data.get("decision")
+        if decision not in DECISIONS:
+            raise AgentError(
+                f"review: decision must be one of {DECISIONS}, got {decision!r}",
+                code="bad_model_output",
+                retryable=True,
+            )
+        return ReviewVerdict.model_validate(
+            {
+                "task_id": request.task_id,
+                "step_id": request.step.id,
+                "decision": decision,
+                "feedback": str(data.get("feedback", "")),
+                "checked_by": "model",
+            }
+        )
+
+    def _user_prompt(self, request: ReviewRequested) -> str:
+        what = "final answer" if request.final else "step"
+        evidence = [f"{c.tool}({c.arguments}) -> {c.output}" for c in request.result.tool_calls]
+        parts = [
+            f"Goal: {request.goal}",
+            f"The {what}: {request.step.description}",
+            f"Result: {clip(request.result.output, 800)}",
+        ]
+        if evidence:
+            parts.append("Tool evidence: " + "; ".join(evidence))
+        return "\n".join(parts)

@@ -1,0 +1,137 @@
+"""The one settings tree, loaded at the edge (the CLI) and handed down; nothing below reads env."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from protocols import Budget, ConfigurationError, describe_validation_error
+from serve import ServeSettings
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelEndpoint(_Settings):
+    """Where one role's model lives."""
+
+    base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible base URL (ending in /v1). None: troupe's own Serve app.",
+    )
+    model: str = Field(default="smollm2-135m", description="Model id to ask for.")
+    api_key: str | None = Field(default=None, description="Bearer key for the endpoint.")
+    timeout_s: float = Field(default=120.0, gt=0, description="Per-call timeout.")
+    max_attempts: int = Field(
+        default=3, ge=1, le=10, description="Attempts on transport failures (tenacity)."
+    )
+    seed: int | None = Field(default=0, description="Sampling seed, for repeatable runs.")
+
+
+class AgentSettings(_Settings):
+    """The agent team: models per role, pool size, and how hard to try."""
+
+    planner: ModelEndpoint = Field(default_factory=ModelEndpoint)
+    executor: ModelEndpoint = Field(default_factory=ModelEndpoint)
+    reviewer: ModelEndpoint = Field(default_factory=ModelEndpoint)
+    executors: int = Field(default=2, ge=1, le=64, description="Executor actors in the pool.")
+    num_cpus: float = Field(
+        default=0.05, ge=0, description="CPU share each agent actor reserves (they mostly wait)."
+    )
+    max_plan_attempts: int = Field(
+        default=2, ge=1, le=5, description="Model calls to get a valid plan before falling back."
+    )
+    max_field_chars: int = Field(
+        default=120, ge=16, le=2000, description="maxLength of free-text fields in model schemas."
+    )
+    max_input_chars: int = Field(
+        default=600, ge=64, description="Longest earlier-step output quoted into a prompt."
+    )
+    request_timeout_s: float = Field(default=300.0, gt=0, description="Bus request timeout.")
+
+
+class MemorySettings(_Settings):
+    """Episodic memory: the embedded store's place on disk."""
+
+    data_dir: Path = Field(default=Path(".troupe/memory"), description="Embedded store directory.")
+    namespace: str = Field(default="default", description="Memory space for this deployment.")
+    actor_name: str = Field(default="troupe-memory", description="Named Ray actor of the store.")
+
+
+class RaySettings(_Settings):
+    """How to reach Ray."""
+
+    address: str = Field(
+        default="local", description='"local" starts a private Ray; "auto" or ray://... joins one.'
+    )
+    num_cpus: int | None = Field(
+        default=None, description="Logical CPUs of a local Ray (None: Ray's default)."
+    )
+    namespace: str = Field(default="troupe", description="Ray namespace for named actors.")
+    include_dashboard: bool = Field(
+        default=False, description="Start the Ray dashboard with a local Ray (costs ~2 s, 150 MB)."
+    )
+
+
+class TroupeSettings(_Settings):
+    """Everything troupe is configured by."""
+
+    ray: RaySettings = Field(default_factory=RaySettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    agents: AgentSettings = Field(default_factory=AgentSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
+    budget: Budget = Field(default_factory=Budget, description="Default budget of a task.")
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> TroupeSettings:
+        """Reads settings from a YAML, JSON or TOML file; no file means the defaults.
+
+        Raises:
+            ConfigurationError: naming the file and each invalid field.
+        """
+        if path is None:
+            return cls()
+        data = _read(path)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigurationError(f"{path}: {describe_validation_error(exc)}") from None
+
+    def with_local_endpoint(self, base_url: str) -> TroupeSettings:
+        """Points every role whose ``base_url`` is unset at troupe's own Serve app."""
+        roles = {
+            role: endpoint.model_copy(update={"base_url": endpoint.base_url or base_url})
+            for role, endpoint in (
+                ("planner", self.agents.planner),
+                ("executor", self.agents.executor),
+                ("reviewer", self.agents.reviewer),
+            )
+        }
+        return self.model_copy(update={"agents": self.agents.model_copy(update=roles)})
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read settings file {path}: {exc.strerror}") from None
+    try:
+        if path.suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigurationError(f"settings file {path} does not parse: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"settings file {path} must hold a mapping at the top level")
+    return data

@@ -1,0 +1,89 @@
+"""Starting and stopping a team on Ray: memory, planner, executor pool, reviewer, coordinator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import ray
+from ray.actor import ActorHandle
+
+from agents._hosting import REMOTE_AGENT, REMOTE_COORDINATOR
+from agents._settings import TroupeSettings
+from memory import RayMemory, memory_actor
+from protocols import RayBus, TaskCompleted, TaskFailed, TaskSubmitted, Topics
+
+
+@dataclass
+class Team:
+    """Handles to a running team. ``stop`` ends only the actors this team started."""
+
+    bus: RayBus
+    coordinator: ActorHandle[Any]
+    agents: list[ActorHandle[Any]]
+    owned_memory: ActorHandle[Any] | None = None
+    _stopped: bool = field(default=False, repr=False)
+
+    def run(
+        self, task: TaskSubmitted, *, timeout_s: float | None = None
+    ) -> TaskCompleted | TaskFailed:
+        """Runs one task on the coordinator and waits for its outcome."""
+        outcome: Any = ray.get(self.coordinator.run.remote(task), timeout=timeout_s)
+        return cast(TaskCompleted | TaskFailed, outcome)
+
+    def stop(self) -> None:
+        """Kills the team's actors (and the memory actor when this team created it)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for actor in [self.coordinator, *self.agents]:
+            ray.kill(actor, no_restart=True)
+        if self.owned_memory is not None:
+            ray.kill(self.owned_memory, no_restart=True)
+
+
+def start_team(settings: TroupeSettings) -> Team:
+    """Starts every actor of a team and waits until all answer.
+
+    The memory actor is shared by name: an existing one is joined, not replaced.
+    """
+    memory_settings = settings.memory
+    existed = _named_actor_exists(memory_settings.actor_name)
+    memory_handle = memory_actor(memory_settings.data_dir, name=memory_settings.actor_name)
+    memory = RayMemory(memory_handle)
+    options = {"num_cpus": settings.agents.num_cpus, "max_restarts": 1}
+    planner = REMOTE_AGENT.options(**options).remote("planner", "planner", settings, memory)
+    executors = [
+        REMOTE_AGENT.options(**options).remote("executor", f"executor-{i}", settings, memory)
+        for i in range(settings.agents.executors)
+    ]
+    reviewer = REMOTE_AGENT.options(**options).remote("reviewer", "reviewer", settings, memory)
+    bus = RayBus()
+    bus.subscribe(Topics.PLANNER, planner, group="planners")
+    for executor in executors:
+        bus.subscribe(Topics.EXECUTOR, executor, group="executors")
+    bus.subscribe(Topics.REVIEWER, reviewer, group="reviewers")
+    coordinator = REMOTE_COORDINATOR.options(num_cpus=settings.agents.num_cpus).remote(
+        bus, memory, memory_settings.namespace, settings.agents.request_timeout_s
+    )
+    agents = [planner, *executors, reviewer]
+    team = Team(
+        bus=bus,
+        coordinator=coordinator,
+        agents=agents,
+        owned_memory=None if existed else memory_handle,
+    )
+    try:
+        ray.get([actor.ping.remote() for actor in [*agents, coordinator]], timeout=120)
+    except Exception:
+        team.stop()
+        raise
+    return team
+
+
+def _named_actor_exists(name: str) -> bool:
+    try:
+        ray.get_actor(name)
+    except ValueError:
+        return False
+    return True
