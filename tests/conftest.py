@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 from collections.abc import Iterator
 
 import pytest
@@ -22,6 +24,10 @@ def ray_session() -> Iterator[None]:
     """
     import ray
 
+    # Workers import test helpers (consumer classes) by module name: give them our sys.path.
+    root = str(Path(__file__).resolve().parent.parent)
+    paths = [p for p in sys.path if p.startswith(root)]
+    os.environ["PYTHONPATH"] = os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")])
     ray.init(
         address="local",
         num_cpus=4,

@@ -1,0 +1,224 @@
+"""The coordinator's state machine with real agents on the in-process bus and scripted models."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from agents import ModelRequest
+from memory import RecallQuery
+from protocols import Budget, TaskCompleted, TaskFailed, TaskSubmitted
+from tests.agents.team import build_team
+from tests.fakes import ScriptedModelClient
+
+GOAL = "What is 17 * 23 + 4?"
+TWO_STEP_PLAN = {
+    "steps": [
+        {"description": "multiply", "tool": "calculator", "input": "17 * 23", "depends_on": []},
+        {"description": "add four", "tool": "answer", "input": "", "depends_on": [1]},
+    ]
+}
+APPROVE = {"decision": "approve", "feedback": ""}
+
+
+def _task(**budget: object) -> TaskSubmitted:
+    return TaskSubmitted(task_id="t1", goal=GOAL, budget=Budget.model_validate(budget))
+
+
+def _run(team_task: tuple[object, TaskSubmitted]) -> TaskCompleted | TaskFailed:
+    team, task = team_task
+    return asyncio.run(team.coordinator.run(task))  # type: ignore[attr-defined]
+
+
+def test_task_runs_plan_steps_review_and_final_answer(tmp_path: Path) -> None:
+    team = build_team(
+        ScriptedModelClient(("plan", TWO_STEP_PLAN)),
+        ScriptedModelClient(
+            ("step_answer", {"answer": "391 + 4 = 395"}),
+            ("step_answer", {"answer": "395"}),
+        ),
+        # s1 is approved by rule (the calculator computed it): only s2 and final reach the model
+        ScriptedModelClient(("review", APPROVE), ("review", APPROVE)),
+        data_dir=tmp_path,
+    )
+    outcome = _run((team, _task()))
+    assert isinstance(outcome, TaskCompleted), outcome
+    assert outcome.final_answer == "395"
+    assert [r.step.id for r in outcome.steps] == ["s1", "s2", "final"]
+    assert outcome.steps[0].output == "391"
+    assert all(r.approved for r in outcome.steps)
+    types = [e.message_type for e in outcome.trace]
+    assert types[:3] == ["task.submitted", "plan.requested", "plan.proposed"]
+    assert types.count("step.assigned") == 3 and types.count("review.verdict") == 3
+    assert [e.seq for e in outcome.trace] == list(range(len(outcome.trace)))
+    team.assert_complete()
+    # the executor got s1's output as input for s2
+    s2_prompt = team.executor_model.requests[0].messages[-1]["content"]
+    assert "Result of s1: 391" in s2_prompt
+
+
+def test_revise_feedback_reaches_the_executor_and_is_bounded(tmp_path: Path) -> None:
+    one_step = {"steps": [{"description": "say", "tool": "answer", "input": "", "depends_on": []}]}
+    revise = {"decision": "revise", "feedback": "mention the number"}
+    team = build_team(
+        ScriptedModelClient(one_step),
+        ScriptedModelClient({"answer": "a"}, {"answer": "b"}, {"answer": "final"}),
+        ScriptedModelClient(revise, revise, APPROVE),
+        data_dir=tmp_path,
+    )
+    outcome = _run((team, _task(max_revisions=1, on_revisions_exhausted="accept")))
+    assert isinstance(outcome, TaskCompleted)
+    first = outcome.steps[0]
+    assert (first.output, first.revisions, first.approved) == ("b", 1, False)
+    assert "mention the number" in team.executor_model.requests[1].messages[-1]["content"]
+    team.assert_complete()
+
+
+def test_revisions_exhausted_can_fail_the_task(tmp_path: Path) -> None:
+    one_step = {"steps": [{"description": "say", "tool": "answer", "input": "", "depends_on": []}]}
+    revise = {"decision": "revise", "feedback": "no"}
+    team = build_team(
+        ScriptedModelClient(one_step),
+        ScriptedModelClient({"answer": "a"}, {"answer": "b"}, {"answer": "c"}),
+        ScriptedModelClient(revise, revise, revise),
+        data_dir=tmp_path,
+    )
+    outcome = _run((team, _task(max_revisions=2, on_revisions_exhausted="fail")))
+    assert isinstance(outcome, TaskFailed)
+    assert outcome.error is not None and outcome.error.code == "revision_budget_spent"
+    assert "max_revisions=2" in outcome.reason
+    team.assert_complete()
+
+
+def test_reject_replans_with_feedback_until_the_budget_is_spent(tmp_path: Path) -> None:
+    one_step = {"steps": [{"description": "say", "tool": "answer", "input": "", "depends_on": []}]}
+    reject = {"decision": "reject", "feedback": "wrong approach"}
+    team = build_team(
+        ScriptedModelClient(one_step, one_step),
+        ScriptedModelClient({"answer": "a"}, {"answer": "b"}),
+        ScriptedModelClient(reject, reject),
+        data_dir=tmp_path,
+    )
+    outcome = _run((team, _task(max_replans=1)))
+    assert isinstance(outcome, TaskFailed)
+    assert outcome.error is not None and outcome.error.code == "replan_budget_spent"
+    assert "wrong approach" in team.planner_model.requests[1].messages[-1]["content"]
+    team.assert_complete()
+
+
+def test_invalid_plans_are_re_asked_then_fall_back_to_one_step(tmp_path: Path) -> None:
+    forward = {
+        "steps": [
+            {"description": "a", "tool": "answer", "input": "", "depends_on": [2]},
+            {"description": "b", "tool": "answer", "input": "", "depends_on": []},
+        ]
+    }
+    team = build_team(
+        ScriptedModelClient(forward, "not json at all"),
+        ScriptedModelClient({"answer": "x"}, {"answer": "x"}),
+        ScriptedModelClient(APPROVE, APPROVE),
+        data_dir=tmp_path,
+    )
+    outcome = _run((team, _task()))
+    assert isinstance(outcome, TaskCompleted)
+    proposed = [e for e in outcome.trace if e.message_type == "plan.proposed"][0]
+    assert proposed.summary.startswith("fallback plan, 1 step(s)")
+    retry_prompt = team.planner_model.requests[1].messages[-1]["content"]
+    assert "step 1 depends on step 2, which is not earlier" in retry_prompt
+    team.assert_complete()
+
+
+def test_a_completed_plan_is_reused_from_memory(tmp_path: Path) -> None:
+    first = build_team(
+        ScriptedModelClient(TWO_STEP_PLAN),
+        ScriptedModelClient({"answer": "395"}, {"answer": "395"}),
+        ScriptedModelClient(APPROVE, APPROVE),
+        data_dir=tmp_path,
+    )
+    assert isinstance(_run((first, _task())), TaskCompleted)
+    # a new team over the same memory directory: the planner must not call its model
+    second = build_team(
+        ScriptedModelClient(),
+        ScriptedModelClient({"answer": "395"}, {"answer": "395"}),
+        ScriptedModelClient(APPROVE, APPROVE),
+        data_dir=tmp_path,
+    )
+    outcome = _run((second, TaskSubmitted(task_id="t2", goal=GOAL.upper())))
+    assert isinstance(outcome, TaskCompleted)
+    proposed = [e for e in outcome.trace if e.message_type == "plan.proposed"][0]
+    assert proposed.summary.startswith("memory plan, 2 step(s)")
+    second.assert_complete()
+    summaries = asyncio.run(
+        second.memory.recall(RecallQuery(text=GOAL, kinds=("task_summary",), k=10))
+    )
+    assert {s.episode.task_id for s in summaries} == {"t1", "t2"}
+
+
+def test_an_agent_crash_fails_the_task_with_a_report_not_a_traceback(tmp_path: Path) -> None:
+    def explode(request: ModelRequest) -> dict[str, object]:
+        raise RuntimeError("model client bug")
+
+    team = build_team(
+        ScriptedModelClient(explode),
+        ScriptedModelClient(),
+        ScriptedModelClient(),
+        data_dir=tmp_path,
+    )
+    outcome = _run((team, _task()))
+    assert isinstance(outcome, TaskFailed)
+    assert outcome.error is not None
+    assert outcome.error.code == "internal_error"
+    assert "model client bug" in outcome.reason
+    assert outcome.trace[-1].message_type == "error.report"
+
+
+def test_a_retryable_agent_failure_is_retried_once(tmp_path: Path) -> None:
+    one_step = {"steps": [{"description": "say", "tool": "answer", "input": "", "depends_on": []}]}
+    team = build_team(
+        ScriptedModelClient(one_step),
+        # unparseable output is retryable: the coordinator asks the executor again
+        ScriptedModelClient("{broken", {"answer": "ok"}, {"answer": "done"}),
+        ScriptedModelClient(APPROVE, APPROVE),
+        data_dir=tmp_path,
+    )
+    outcome = _run((team, _task()))
+    assert isinstance(outcome, TaskCompleted), outcome
+    errors = [e for e in outcome.trace if e.message_type == "error.report"]
+    assert len(errors) == 1 and "bad_model_output" in errors[0].summary
+    team.assert_complete()
+
+
+def test_independent_steps_run_concurrently(tmp_path: Path) -> None:
+    parallel = {
+        "steps": [
+            {"description": "a", "tool": "answer", "input": "", "depends_on": []},
+            {"description": "b", "tool": "answer", "input": "", "depends_on": []},
+        ]
+    }
+    in_flight = 0
+    peak = 0
+
+    async def slow_answer(request: ModelRequest) -> dict[str, str]:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        return {"answer": "x"}
+
+    class SlowModel(ScriptedModelClient):
+        async def complete(self, request: ModelRequest):  # type: ignore[no-untyped-def]
+            reply = await slow_answer(request)
+            self.requests.append(request)
+            return await ScriptedModelClient(reply).complete(request)
+
+    team = build_team(
+        ScriptedModelClient(parallel),
+        SlowModel(),
+        ScriptedModelClient(APPROVE, APPROVE, APPROVE),
+        data_dir=tmp_path,
+        executors=2,
+    )
+    outcome = _run((team, _task()))
+    assert isinstance(outcome, TaskCompleted)
+    assert peak == 2
