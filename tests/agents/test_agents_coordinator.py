@@ -121,7 +121,7 @@ def test_invalid_plans_are_re_asked_then_fall_back_to_one_step(tmp_path: Path) -
     )
     outcome = _run((team, _task()))
     assert isinstance(outcome, TaskCompleted)
-    proposed = [e for e in outcome.trace if e.message_type == "plan.proposed"][0]
+    proposed = next(e for e in outcome.trace if e.message_type == "plan.proposed")
     assert proposed.summary.startswith("fallback plan, 1 step(s)")
     retry_prompt = team.planner_model.requests[1].messages[-1]["content"]
     assert "step 1 depends on step 2, which is not earlier" in retry_prompt
@@ -145,7 +145,7 @@ def test_a_completed_plan_is_reused_from_memory(tmp_path: Path) -> None:
     )
     outcome = _run((second, TaskSubmitted(task_id="t2", goal=GOAL.upper())))
     assert isinstance(outcome, TaskCompleted)
-    proposed = [e for e in outcome.trace if e.message_type == "plan.proposed"][0]
+    proposed = next(e for e in outcome.trace if e.message_type == "plan.proposed")
     assert proposed.summary.startswith("memory plan, 2 step(s)")
     second.assert_complete()
     summaries = asyncio.run(

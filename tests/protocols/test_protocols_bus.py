@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.protocols.bus_consumers import RecordingConsumer
 
 from protocols import (
     DeliveryError,
@@ -19,6 +18,7 @@ from protocols import (
     StepAssigned,
     StepResult,
 )
+from tests.protocols.bus_consumers import RecordingConsumer
 
 
 def _envelope(step_id: str, topic: str = "work") -> Envelope:
