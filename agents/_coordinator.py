@@ -64,6 +64,7 @@ class _Run:
     root_id: str
     trace: list[TraceEvent] = field(default_factory=list)
     records: dict[str, StepRecord] = field(default_factory=dict)
+    results: dict[str, StepResult] = field(default_factory=dict)
     plan: Plan | None = None
 
 
@@ -117,7 +118,7 @@ class Coordinator:
         feedback: str | None = None
         for _ in range(budget.max_replans + 1):
             run.plan = await self._plan(run, feedback)
-            run.records = {}
+            run.records, run.results = {}, {}
             try:
                 await self._execute(run, run.plan)
                 return await self._finish(run, run.plan)
@@ -159,12 +160,30 @@ class Coordinator:
             tool=MODEL_TOOL,
             depends_on=tuple(s.id for s in plan.steps),
         )
-        return await self._run_step(run, final, final_answer=True)
+        sinks = [s.id for s in plan.sinks()]
+        return await self._run_step(run, final, final_answer=True, evidence_from=sinks)
 
-    async def _run_step(self, run: _Run, step: Step, *, final_answer: bool = False) -> StepRecord:
-        """Execute, review, and revise within the budget; raises ``_Rejected`` on reject."""
+    async def _run_step(
+        self,
+        run: _Run,
+        step: Step,
+        *,
+        final_answer: bool = False,
+        evidence_from: list[str] | None = None,
+    ) -> StepRecord:
+        """Execute, review, and revise within the budget; raises ``_Rejected`` on reject.
+
+        The reviewer sees the tool calls that produced the outputs of ``evidence_from`` (by
+        default the step's dependencies; for the final answer, the plan's results).
+        """
         budget = run.task.budget
         inputs = {d: run.records[d].output for d in step.depends_on}
+        evidence = tuple(
+            call
+            for d in (step.depends_on if evidence_from is None else evidence_from)
+            for call in run.results[d].tool_calls
+            if call.ok and call.output == run.results[d].output
+        )
         feedback: str | None = None
         for attempt in range(1, budget.max_revisions + 2):
             assigned = StepAssigned(
@@ -181,10 +200,13 @@ class Coordinator:
                 goal=run.task.goal,
                 step=step,
                 result=result,
+                inputs=inputs,
+                evidence=evidence,
                 final=final_answer,
             )
             verdict = await self._ask(run, review, Topics.REVIEWER, ReviewVerdict)
             if verdict.decision == "approve":
+                run.results[step.id] = result
                 return _record(step, result, verdict, approved=True)
             if verdict.decision == "reject":
                 raise _Rejected(f"step {step.id} ({step.description}): {verdict.feedback}")
@@ -201,6 +223,7 @@ class Coordinator:
                 f"(max_revisions={budget.max_revisions}); last feedback: {verdict.feedback}",
                 code="revision_budget_spent",
             )
+        run.results[step.id] = result
         return _record(step, result, verdict, approved=False)
 
     # -- messaging ---------------------------------------------------------------------------

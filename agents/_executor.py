@@ -5,7 +5,7 @@ from __future__ import annotations
 from agents._model import ModelClient
 from agents._prompts import load_prompt
 from agents._structured import ask_json, clip, object_schema, text_field
-from agents._tools import MODEL_TOOL, Calculator, ToolRegistry
+from agents._tools import MODEL_TOOL, Calculator, Tool, ToolRegistry
 from memory import Episode, EpisodicMemory
 from protocols import AgentError, AnyMessage, StepAssigned, StepResult, ToolCall
 
@@ -78,37 +78,29 @@ class Executor:
 
     async def _run_tool(self, assigned: StepAssigned) -> StepResult:
         tool = self._tools.get(assigned.step.tool)
+        computes = isinstance(tool, Calculator)
         argument = assigned.step.input
-        calls: list[ToolCall] = []
-        try:
-            output = await tool.run(argument)
-            calls.append(ToolCall(tool=tool.name, arguments=argument, output=output, ok=True))
-        except AgentError as first:
-            calls.append(
-                ToolCall(tool=tool.name, arguments=argument, output=first.message, ok=False)
-            )
-            if not isinstance(tool, Calculator):
-                return self._failed(assigned, calls, first.message)
-            argument = await self._ask_expression(assigned, first.message)
-            try:
-                output = await tool.run(argument)
-            except AgentError as second:
-                calls.append(
-                    ToolCall(tool=tool.name, arguments=argument, output=second.message, ok=False)
-                )
-                return self._failed(assigned, calls, second.message)
-            calls.append(ToolCall(tool=tool.name, arguments=argument, output=output, ok=True))
+        if assigned.feedback and computes:
+            # The reviewer refused the last computation: the planned input is what was wrong.
+            argument = await self._ask_expression(assigned, note=None)
+        calls = [await _call(tool, argument)]
+        if not calls[-1].ok and computes and not assigned.feedback:
+            note = f"The input {argument!r} failed: {calls[-1].output}"
+            calls.append(await _call(tool, await self._ask_expression(assigned, note=note)))
+        last = calls[-1]
+        if not last.ok:
+            return self._failed(assigned, calls, last.output)
         return StepResult(
             task_id=assigned.task_id,
             step_id=assigned.step.id,
-            output=output,
+            output=last.output,
             ok=True,
             tool_calls=tuple(calls),
             attempt=assigned.attempt,
         )
 
-    async def _ask_expression(self, assigned: StepAssigned, error: str) -> str:
-        user = self._context(assigned) + f"\nThe input {assigned.step.input!r} failed: {error}"
+    async def _ask_expression(self, assigned: StepAssigned, *, note: str | None) -> str:
+        user = self._context(assigned) + (f"\n{note}" if note else "")
         data, _ = await ask_json(
             self._model,
             prompt=load_prompt("expression"),
@@ -162,3 +154,12 @@ class Executor:
             **common,  # type: ignore[arg-type]
         )
         await self._memory.remember([action, outcome])
+
+
+async def _call(tool: Tool, argument: str) -> ToolCall:
+    """Runs a tool; a refusal (bad argument) is a failed call, kept as evidence."""
+    try:
+        output = await tool.run(argument)
+    except AgentError as exc:
+        return ToolCall(tool=tool.name, arguments=argument, output=exc.message, ok=False)
+    return ToolCall(tool=tool.name, arguments=argument, output=output, ok=True)

@@ -149,6 +149,11 @@ def schema_token_bound(schema: dict[str, Any]) -> int:
 
 def _bound(schema: dict[str, Any], *, path: str) -> int:
     kind = schema.get("type")
+    if "anyOf" in schema:
+        return max(_bound(s, path=f"{path}|{i}") for i, s in enumerate(schema["anyOf"]))
+    if "prefixItems" in schema:
+        items = schema["prefixItems"]
+        return 2 + sum(_bound(s, path=f"{path}[{i}]") + 2 for i, s in enumerate(items))
     if "enum" in schema:
         return max(len(json.dumps(v)) for v in schema["enum"])
     if kind == "string":
@@ -160,6 +165,8 @@ def _bound(schema: dict[str, Any], *, path: str) -> int:
     if kind == "boolean":
         return 5
     if kind == "array":
+        if schema.get("maxItems") == 0:
+            return 2
         if "maxItems" not in schema:
             raise ConfigurationError(f"schema array at {path} needs maxItems to be bounded")
         item = _bound(schema["items"], path=f"{path}[]")

@@ -42,26 +42,35 @@ def goal_key(goal: str) -> str:
 
 
 def plan_schema(tools: list[str], *, max_steps: int, max_chars: int) -> dict[str, Any]:
-    """The JSON schema a plan draft must follow: bounded so a small model always finishes it.
+    """The JSON schema a plan draft must follow, built so that every valid draft is a valid plan.
 
-    Steps are numbered by position and may only depend on earlier ones, which makes every valid
-    draft acyclic by construction.
+    Steps are numbered by position. A plan of ``n`` steps is a tuple whose step ``i`` may only
+    name steps ``1..i-1`` in ``depends_on`` (an enum), and the plan is one of the tuples of length
+    1 to ``max_steps``. Constrained decoding then cannot produce a cycle, a forward or unknown
+    reference, or an unknown tool; and every string and array is bounded, so a small model
+    always finishes the document.
     """
-    step = object_schema(
-        {
-            "description": text_field(max_chars, min_chars=1),
-            "tool": {"type": "string", "enum": tools},
-            "input": text_field(max_chars),
-            "depends_on": {
-                "type": "array",
-                "maxItems": 3,
-                "items": {"type": "integer", "minimum": 1, "maximum": max_steps},
-            },
-        }
-    )
-    return object_schema(
-        {"steps": {"type": "array", "minItems": 1, "maxItems": max_steps, "items": step}}
-    )
+
+    def step(number: int) -> dict[str, Any]:
+        earlier = list(range(1, number))
+        depends_on: dict[str, Any] = {"type": "array", "maxItems": min(len(earlier), 3)}
+        depends_on["items"] = (
+            {"type": "integer", "enum": earlier} if earlier else {"type": "integer"}
+        )
+        return object_schema(
+            {
+                "description": text_field(max_chars, min_chars=1),
+                "tool": {"type": "string", "enum": tools},
+                "input": text_field(max_chars),
+                "depends_on": depends_on,
+            }
+        )
+
+    plans = [
+        {"type": "array", "prefixItems": [step(i) for i in range(1, n + 1)], "items": False}
+        for n in range(1, max_steps + 1)
+    ]
+    return object_schema({"steps": {"anyOf": plans}})
 
 
 def draft_to_plan(data: dict[str, Any], *, tools: list[str], max_steps: int) -> Plan:

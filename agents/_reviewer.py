@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import re
+
 from agents._model import ModelClient
 from agents._prompts import load_prompt
 from agents._structured import ask_json, clip, object_schema, text_field
+from agents._tools import format_number
 from protocols import AgentError, AnyMessage, ReviewRequested, ReviewVerdict
 
 NAME = "reviewer"
 DECISIONS = ["approve", "revise", "reject"]
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def numbers_in(text: str) -> set[float]:
+    """Every number written in the text (thousands separators ignored)."""
+    return {float(n) for n in _NUMBER.findall(text.replace(",", ""))}
 
 
 def rule_verdict(request: ReviewRequested) -> ReviewVerdict | None:
-    """A decision the evidence makes on its own, without asking the model.
+    """A decision the evidence makes on its own, without asking the model; None if it cannot.
 
-    A failed or empty result is sent back with the failure as feedback. A result that is exactly
-    a tool's successful output is approved: the tool computed it, the model's opinion adds
-    nothing. Returns None when the model has to judge.
+    In order: a failed or empty result is sent back with the failure as feedback; a calculation
+    on numbers found neither in the goal nor in earlier results is sent back (the model made them
+    up); a result that is a tool's own output is approved (the tool computed it); a final answer
+    is approved when it states every tool-computed result it rests on, and sent back when not.
     """
     result = request.result
     if not result.ok or not result.output.strip():
@@ -24,8 +34,31 @@ def rule_verdict(request: ReviewRequested) -> ReviewVerdict | None:
         return _verdict(request, "revise", f"the step did not succeed: {clip(reason, 300)}")
     succeeded = [c for c in result.tool_calls if c.ok]
     if succeeded and succeeded[-1].output == result.output:
+        invented = _ungrounded_numbers(request, succeeded[-1].arguments)
+        if invented:
+            return _verdict(
+                request,
+                "revise",
+                f"the expression uses {', '.join(invented)}, found neither in the goal nor in "
+                "earlier results; compute with the numbers the goal gives",
+            )
         return _verdict(request, "approve", f"computed by {succeeded[-1].tool}")
+    if request.final and request.evidence:
+        stated = numbers_in(result.output)
+        missing = [c.output for c in request.evidence if not numbers_in(c.output) <= stated]
+        if missing:
+            return _verdict(
+                request, "revise", f"the answer must state the computed result: {missing[0]}"
+            )
+        return _verdict(request, "approve", "states the computed result(s)")
     return None
+
+
+def _ungrounded_numbers(request: ReviewRequested, expression: str) -> list[str]:
+    known = numbers_in(request.goal)
+    for output in request.inputs.values():
+        known |= numbers_in(output)
+    return [format_number(n) for n in sorted(numbers_in(expression) - known)]
 
 
 def _verdict(request: ReviewRequested, decision: str, feedback: str) -> ReviewVerdict:
@@ -93,7 +126,8 @@ class Reviewer:
 
     def _user_prompt(self, request: ReviewRequested) -> str:
         what = "final answer" if request.final else "step"
-        evidence = [f"{c.tool}({c.arguments}) -> {c.output}" for c in request.result.tool_calls]
+        calls = (*request.evidence, *request.result.tool_calls)
+        evidence = [f"{c.tool}({c.arguments}) -> {c.output}" for c in calls if c.ok]
         parts = [
             f"Goal: {request.goal}",
             f"The {what}: {request.step.description}",

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from protocols._base import Message, StepId, TaskId
-from protocols.execution import StepResult
+from protocols.execution import StepResult, ToolCall
 from protocols.planning import Step
 
 Decision = Literal["approve", "revise", "reject"]
@@ -21,6 +21,12 @@ class ReviewRequested(Message):
     goal: str = Field(min_length=1, max_length=4000)
     step: Step
     result: StepResult
+    inputs: dict[StepId, str] = Field(
+        default_factory=dict, description="Outputs of the steps this one depended on."
+    )
+    evidence: tuple[ToolCall, ...] = Field(
+        default=(), description="Successful tool calls behind those outputs."
+    )
     final: bool = Field(default=False, description="True when the result is the final answer.")
 
 

@@ -222,3 +222,33 @@ def test_independent_steps_run_concurrently(tmp_path: Path) -> None:
     outcome = _run((team, _task()))
     assert isinstance(outcome, TaskCompleted)
     assert peak == 2
+
+
+def test_invented_numbers_and_a_vague_final_answer_are_sent_back(tmp_path: Path) -> None:
+    copied = {  # the plan copies numbers from the prompt's example, not from the goal
+        "steps": [
+            {"description": "compute", "tool": "calculator", "input": "12 * 7", "depends_on": []}
+        ]
+    }
+    team = build_team(
+        ScriptedModelClient(copied),
+        ScriptedModelClient(
+            ("expression", {"expression": "17 * 23 + 4"}),
+            ("step_answer", {"answer": "It is a number."}),
+            ("step_answer", {"answer": "17 * 23 + 4 = 395"}),
+        ),
+        ScriptedModelClient(),  # every verdict here is decided by rule
+        data_dir=tmp_path,
+    )
+    outcome = _run((team, _task(max_revisions=1)))
+    assert isinstance(outcome, TaskCompleted), outcome
+    s1, final = outcome.steps
+    assert (s1.output, s1.revisions, s1.approved) == ("395", 1, True)
+    assert (final.output, final.revisions, final.approved) == ("17 * 23 + 4 = 395", 1, True)
+    feedback = team.executor_model.requests[0].messages[-1]["content"]
+    assert "uses 7, 12, found neither in the goal" in feedback
+    assert (
+        "must state the computed result: 395"
+        in team.executor_model.requests[2].messages[-1]["content"]
+    )
+    team.assert_complete()

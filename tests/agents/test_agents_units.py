@@ -212,9 +212,24 @@ def test_executor_refuses_an_unknown_tool() -> None:
 # -- reviewer ---------------------------------------------------------------------------------
 
 
-def _review(result: StepResult) -> ReviewRequested:
+def _review(
+    result: StepResult,
+    *,
+    goal: str = "add 1 and 1",
+    final: bool = False,
+    inputs: dict[str, str] | None = None,
+    evidence: tuple[ToolCall, ...] = (),
+) -> ReviewRequested:
     step = Step(id="s1", description="d", tool="answer")
-    return ReviewRequested(task_id="t1", goal="g", step=step, result=result)
+    return ReviewRequested(
+        task_id="t1",
+        goal=goal,
+        step=step,
+        result=result,
+        final=final,
+        inputs=inputs or {},
+        evidence=evidence,
+    )
 
 
 def test_reviewer_rules_decide_failed_and_tool_computed_results() -> None:
@@ -227,6 +242,30 @@ def test_reviewer_rules_decide_failed_and_tool_computed_results() -> None:
     assert verdict is not None and verdict.decision == "approve"
     words = StepResult(task_id="t1", step_id="s1", output="it is 2", ok=True)
     assert rule_verdict(_review(words)) is None
+
+
+def test_reviewer_sends_back_a_calculation_on_invented_numbers() -> None:
+    call = ToolCall(tool="calculator", arguments="12 * (3 + 4)", output="84", ok=True)
+    computed = StepResult(task_id="t1", step_id="s1", output="84", ok=True, tool_calls=(call,))
+    verdict = rule_verdict(_review(computed, goal="What is 17 * 23 + 4?"))
+    assert verdict is not None and verdict.decision == "revise"
+    assert "uses 3, 12, found neither in the goal" in verdict.feedback
+    # numbers from earlier results count as grounded
+    verdict = rule_verdict(_review(computed, goal="x", inputs={"s0": "12, 3 and 4"}))
+    assert verdict is not None and verdict.decision == "approve"
+
+
+def test_reviewer_checks_a_final_answer_states_the_computed_result() -> None:
+    evidence = (ToolCall(tool="calculator", arguments="17*23+4", output="395", ok=True),)
+    vague = StepResult(task_id="t1", step_id="final", output="It is a big number.", ok=True)
+    verdict = rule_verdict(_review(vague, final=True, evidence=evidence))
+    assert verdict is not None and verdict.decision == "revise"
+    assert verdict.feedback == "the answer must state the computed result: 395"
+    stated = StepResult(task_id="t1", step_id="final", output="The answer is 395.", ok=True)
+    verdict = rule_verdict(_review(stated, final=True, evidence=evidence))
+    assert verdict is not None and verdict.decision == "approve"
+    # with no tool evidence, only the model can judge a final answer
+    assert rule_verdict(_review(stated, final=True)) is None
 
 
 def test_reviewer_asks_the_model_when_no_rule_decides() -> None:
