@@ -1,0 +1,169 @@
+"""One shared memory for the whole cluster: a named Ray actor hosting an ``EmbeddedStore``.
+
+Every agent on every node gets the same actor by name (``memory_actor``) and talks to it
+through ``RayMemory``.
+
+Retries: Ray owns them in this layer. The actor restarts without limit and calls are retried
+a few times (``max_task_retries``), which is safe because ``remember`` is idempotent by
+episode id and the other methods only read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Sequence
+from pathlib import Path
+from typing import Literal, TypeVar, cast
+
+import ray
+from ray.actor import ActorHandle, ActorProxy
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from memory._embedded import EmbeddedStore
+from memory._episode import Episode, RecallQuery, ScoredEpisode
+from memory._protocol import RecallWeights
+from protocols import ConfigurationError, DeliveryError
+
+_T = TypeVar("_T")
+
+# Bounded so an actor that keeps dying on some input fails the call instead of hanging it.
+_MAX_TASK_RETRIES = 3
+
+
+class MemoryActor:
+    """Ray actor body: one ``EmbeddedStore`` persisted under the data directory.
+
+    Args:
+        path: The store's JSON-lines file (a path on the node the actor runs on).
+        weights: How recall ranks.
+    """
+
+    def __init__(self, path: str, weights: RecallWeights | None = None) -> None:
+        self._store = EmbeddedStore(Path(path), weights=weights)
+
+    @ray.method
+    def remember(self, episodes: Sequence[Episode]) -> int:
+        """See ``EmbeddedStore.remember``."""
+        return self._store.remember(episodes)
+
+    @ray.method
+    def recall(self, query: RecallQuery) -> list[ScoredEpisode]:
+        """See ``EmbeddedStore.recall``."""
+        return self._store.recall(query)
+
+    @ray.method
+    def count(self, namespace: str = "default") -> int:
+        """See ``EmbeddedStore.count``."""
+        return self._store.count(namespace)
+
+    @ray.method
+    def data_path(self) -> str:
+        """The file this actor persists to, so callers can check they share the right one."""
+        return str(self._store.path)
+
+
+_RemoteMemoryActor = ray.remote(MemoryActor)
+
+
+def memory_actor(
+    data_dir: Path,
+    *,
+    name: str = "troupe-memory",
+    namespace: str | None = None,
+    lifetime: Literal["detached"] | None = None,
+    weights: RecallWeights | None = None,
+    start_timeout_s: float = 60.0,
+) -> ActorHandle[MemoryActor]:
+    """Gets the named memory actor, creating it if no one has yet.
+
+    The first caller creates it pinned to its own node, because the store's file lives on
+    that node's disk: a restart elsewhere would come back empty. Blocks for one round trip
+    to check the actor is up and uses the expected file.
+
+    Args:
+        data_dir: Directory holding the store file ``<name>.jsonl``.
+        name: Ray actor name; agents sharing memory use the same name.
+        namespace: Ray namespace of the actor; ``None`` is the caller's job namespace.
+        lifetime: ``"detached"`` keeps it alive after the creating job ends.
+        weights: Recall ranking, used only when this call creates the actor.
+        start_timeout_s: How long to wait for the actor to answer.
+
+    Returns:
+        The actor handle; wrap it in ``RayMemory``.
+
+    Raises:
+        ConfigurationError: If the actor cannot start, does not answer in time, or already
+            exists with a different store file.
+    """
+    path = str((data_dir / f"{name}.jsonl").resolve())
+    handle = _RemoteMemoryActor.options(
+        name=name,
+        namespace=namespace,
+        get_if_exists=True,
+        lifetime=lifetime,
+        num_cpus=0.1,
+        max_restarts=-1,
+        max_task_retries=_MAX_TASK_RETRIES,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(
+            node_id=ray.get_runtime_context().get_node_id(), soft=False
+        ),
+    ).remote(path, weights)
+    actual = _actor_data_path(handle, name, start_timeout_s)
+    if actual != path:
+        raise ConfigurationError(
+            f"memory actor {name!r} already runs on {actual}, not {path}: "
+            "use the same data directory everywhere or another actor name"
+        )
+    # Ray types a creation result as "handle or the class" so methods type-check; it is a handle.
+    return cast(ActorHandle[MemoryActor], handle)
+
+
+def _actor_data_path(handle: ActorProxy[MemoryActor], name: str, timeout_s: float) -> str:
+    try:
+        path = ray.get(handle.data_path.remote(), timeout=timeout_s)
+    except GetTimeoutError as exc:
+        raise ConfigurationError(
+            f"memory actor {name!r} did not answer within {timeout_s:g} s: "
+            "is 0.1 CPU free on this node?",
+            retryable=True,
+        ) from exc
+    except RayActorError as exc:
+        raise ConfigurationError(f"memory actor {name!r} could not start: {exc}") from exc
+    return path
+
+
+class RayMemory:
+    """``EpisodicMemory`` backed by the shared memory actor.
+
+    Picklable, so it can be handed to agent actors on any node.
+
+    Args:
+        handle: From ``memory_actor``.
+    """
+
+    def __init__(self, handle: ActorHandle[MemoryActor]) -> None:
+        # Ray's method typing (``@ray.method``) works through its "handle or class" alias.
+        self._handle: ActorProxy[MemoryActor] = handle
+
+    async def remember(self, episodes: Sequence[Episode]) -> int:
+        """See ``EpisodicMemory.remember``."""
+        return await _delivered(self._handle.remember.remote(list(episodes)))
+
+    async def recall(self, query: RecallQuery) -> list[ScoredEpisode]:
+        """See ``EpisodicMemory.recall``."""
+        return await _delivered(self._handle.recall.remote(query))
+
+    async def count(self, namespace: str = "default") -> int:
+        """See ``EpisodicMemory.count``."""
+        return await _delivered(self._handle.count.remote(namespace))
+
+
+async def _delivered(call: Awaitable[_T]) -> _T:
+    # Transport failures become troupe's DeliveryError; errors raised by the store itself
+    # (validation) pass through unchanged.
+    try:
+        return await call
+    except ActorUnavailableError as exc:
+        raise DeliveryError(f"memory actor unavailable: {exc}", retryable=True) from exc
+    except RayActorError as exc:
+        raise DeliveryError(f"memory actor died: {exc}", retryable=False) from exc

@@ -1,0 +1,105 @@
+"""The shared memory actor on a real local Ray: sharing between agents, survival of restarts."""
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+from memory import Episode, RayMemory, RecallQuery, memory_actor
+from protocols import ConfigurationError, DeliveryError
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture
+def handle(ray_session: None, tmp_path: Path) -> Iterator[Any]:
+    # A unique name per test: named actors outlive a test, tmp dirs do not.
+    actor = memory_actor(tmp_path, name=f"troupe-memory-{uuid.uuid4().hex[:8]}")
+    yield actor
+    ray.kill(actor, no_restart=True)
+
+
+def agent_actor() -> Any:
+    # Defined in a function so Ray ships the class by value; workers cannot import test files.
+    @ray.remote(num_cpus=0.1)
+    class Agent:
+        def __init__(self, name: str, memory: RayMemory) -> None:
+            self.name = name
+            self.memory = memory
+
+        async def record(self, content: str, step: str) -> int:
+            episode = Episode.create(
+                kind="observation", content=content, agent=self.name, task_id="t1", step_id=step
+            )
+            return await self.memory.remember([episode])
+
+        async def recall(self, text: str) -> list[tuple[str, str]]:
+            found = await self.memory.recall(RecallQuery(text=text, k=1))
+            return [(s.episode.agent, s.episode.content) for s in found]
+
+    return Agent
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_agents_share_one_memory(handle: Any) -> None:
+    agent = agent_actor()
+    alice = agent.remote("alice", RayMemory(handle))
+    bob = agent.remote("bob", RayMemory(handle))
+    assert ray.get(
+        [
+            alice.record.remote("the invoice total is 4242 euros", "s1"),
+            bob.record.remote("the shipping address is in Berlin", "s2"),
+        ]
+    ) == [1, 1]
+    assert ray.get(bob.recall.remote("what is the invoice total?")) == [
+        ("alice", "the invoice total is 4242 euros")
+    ]
+    assert ray.get(alice.recall.remote("shipping address")) == [
+        ("bob", "the shipping address is in Berlin")
+    ]
+    # A retried write from either agent is not a new episode.
+    assert ray.get(alice.record.remote("the invoice total is 4242 euros", "s1")) == 0
+    assert run(RayMemory(handle).count()) == 2
+
+
+def test_nothing_is_lost_when_the_actor_is_killed(handle: Any) -> None:
+    memory = RayMemory(handle)
+    episodes = [
+        Episode.create(kind="action", content=f"ran step {i}", agent="executor", step_id=str(i))
+        for i in range(3)
+    ]
+    assert run(memory.remember(episodes)) == 3
+    pid_before = ray.get(handle.__ray_call__.remote(lambda _: os.getpid()))
+
+    ray.kill(handle, no_restart=False)
+
+    assert run(memory.count()) == 3  # waits for the restart, which reloads the file
+    pid_after = ray.get(handle.__ray_call__.remote(lambda _: os.getpid()))
+    assert pid_after != pid_before
+    found = run(memory.recall(RecallQuery(text="ran step 2", k=3)))
+    assert found[0].episode == episodes[2]
+    assert run(memory.remember(episodes)) == 0
+
+
+def test_get_or_create_returns_the_same_actor(handle: Any, tmp_path: Path) -> None:
+    name = ray.get(handle.__ray_call__.remote(lambda _: ray.get_runtime_context().get_actor_name()))
+    again = memory_actor(tmp_path, name=name)
+    assert again._actor_id == handle._actor_id
+    with pytest.raises(ConfigurationError, match="already runs on"):
+        memory_actor(tmp_path / "elsewhere", name=name)
+
+
+def test_dead_actor_is_a_delivery_error(ray_session: None, tmp_path: Path) -> None:
+    handle = memory_actor(tmp_path, name=f"troupe-memory-{uuid.uuid4().hex[:8]}")
+    ray.kill(handle, no_restart=True)
+    with pytest.raises(DeliveryError, match="memory actor died") as exc:
+        run(RayMemory(handle).count())
+    assert exc.value.retryable is False
