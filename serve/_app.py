@@ -1,0 +1,239 @@
+"""Ray Serve wiring: one deployment per model behind a FastAPI ingress deployment.
+
+```
+HTTP ─▶ proxy ─▶ OpenAIIngress (FastAPI, fractional CPU) ─handle─▶ model-<name> (engine) x N
+```
+
+The ingress only validates, authenticates and routes; each model deployment owns its engine,
+its resources and its own scaling. Errors come back from model replicas as ``APIErrorReport``
+values, so a 400 raised in a replica is still a 400 at the edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI
+from ray import serve
+from ray.exceptions import RayActorError, RayTaskError
+from ray.serve.exceptions import (
+    BackPressureError,
+    DeploymentUnavailableError,
+    ReplicaUnavailableError,
+)
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+
+from serve._api import create_app
+from serve._engine import Engine, create_engine
+from serve._errors import APIError, APIErrorReport, EngineFailedError, ModelUnavailableError
+from serve._settings import ModelSettings, ServeSettings
+from serve._types import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse
+
+INGRESS_DEPLOYMENT = "openai-ingress"
+# Serve health-checks every replica on its own; this only bounds `GET /health` on the ingress.
+HEALTH_TIMEOUT_S = 10.0
+# Failures that mean "no replica could take the request now", as opposed to a bug in one.
+_UNAVAILABLE = (
+    BackPressureError,
+    DeploymentUnavailableError,
+    ReplicaUnavailableError,
+    RayActorError,
+)
+
+
+class ModelDeployment:
+    """A Serve deployment that owns one engine (``build_app`` turns it into one per model).
+
+    Args:
+        settings: The model to load; options such as replicas come from ``build_app``.
+    """
+
+    def __init__(self, settings: ModelSettings) -> None:
+        self._engine: Engine = create_engine(settings)
+
+    async def chat(self, request: ChatCompletionRequest) -> ChatCompletionResponse | APIErrorReport:
+        """Answers one request; API errors are returned as values, not raised across Ray."""
+        try:
+            return await self._engine.chat(request)
+        except APIError as error:
+            return error.to_report()
+
+    async def chat_stream(
+        self, request: ChatCompletionRequest
+    ) -> AsyncIterator[ChatCompletionChunk | APIErrorReport]:
+        """Streams one reply; an API error ends the stream as a report value."""
+        try:
+            async for chunk in self._engine.chat_stream(request):
+                yield chunk
+        except APIError as error:
+            yield error.to_report()
+
+    def health(self) -> APIErrorReport | None:
+        """None when the engine can serve, else why not (for the ingress's ``GET /health``)."""
+        try:
+            self._engine.check_health()
+        except APIError as error:
+            return error.to_report()
+        return None
+
+    def check_health(self) -> None:
+        """Serve's periodic health check: a raise makes Serve replace this replica."""
+        self._engine.check_health()
+
+
+class HandleBackend:
+    """A ``ModelBackend`` that forwards to model deployments through Serve handles.
+
+    Args:
+        handles: Deployment handle of each model, by model id.
+    """
+
+    def __init__(self, handles: Mapping[str, DeploymentHandle]) -> None:
+        self._handles = dict(handles)
+
+    def model_ids(self) -> Sequence[str]:
+        """Ids of the served models."""
+        return list(self._handles)
+
+    async def chat(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
+        """Runs the request on the model's deployment."""
+        with _replica_errors(request.model):
+            outcome = await self._handles[request.model].chat.remote(request)
+        if isinstance(outcome, APIErrorReport):
+            raise APIError.from_report(outcome)
+        assert isinstance(outcome, ChatCompletionResponse)
+        return outcome
+
+    async def chat_stream(
+        self, request: ChatCompletionRequest
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        """Streams the request from the model's deployment."""
+        handle = self._handles[request.model].options(stream=True)
+        with _replica_errors(request.model):
+            responses = handle.chat_stream.remote(request)
+            assert isinstance(responses, DeploymentResponseGenerator)  # stream=True gives one
+            async for item in responses:
+                if isinstance(item, APIErrorReport):
+                    raise APIError.from_report(item)
+                assert isinstance(item, ChatCompletionChunk)
+                yield item
+
+    async def check_health(self) -> None:
+        """Asks every model deployment for its health."""
+        calls = [handle.health.remote() for handle in self._handles.values()]
+        try:
+            reports = await asyncio.wait_for(asyncio.gather(*calls), timeout=HEALTH_TIMEOUT_S)
+        except Exception as error:  # timeout, no replica, replica crashed: all mean unhealthy
+            raise ModelUnavailableError(f"a model is unhealthy: {type(error).__name__}") from error
+        for report in reports:
+            if report is not None:
+                raise APIError.from_report(report)
+
+
+@contextlib.contextmanager
+def _replica_errors(model: str) -> Iterator[None]:
+    """Turns Ray failures of a model call into API errors with a short, useful message."""
+    try:
+        yield
+    except _UNAVAILABLE as error:
+        raise ModelUnavailableError(
+            f"model {model!r} is unavailable, retry later: {type(error).__name__}"
+        ) from error
+    except RayTaskError as error:  # a bug in the replica: say what, without its traceback
+        cause = error.cause
+        raise EngineFailedError(
+            f"model {model!r} failed: {type(cause).__name__}: {cause}"
+        ) from error
+
+
+@serve.ingress()
+class OpenAIIngress:
+    """The HTTP ingress: the OpenAI-compatible FastAPI app over model deployment handles.
+
+    Args:
+        handles: Deployment handle of each model, by model id.
+        api_keys: Bearer tokens accepted on ``/v1/*``; empty means no authentication.
+    """
+
+    def __init__(self, handles: Mapping[str, DeploymentHandle], api_keys: Sequence[str]) -> None:
+        self._backend = HandleBackend(handles)
+        self._api_keys = list(api_keys)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        # Serve calls this after __init__ on the replica, so the app closes over live handles.
+        return create_app(self._backend, api_keys=self._api_keys)
+
+
+def build_app(settings: ServeSettings) -> serve.Application:
+    """The Serve application for ``settings``: an ingress plus one deployment per model.
+
+    Args:
+        settings: Models, resources and API keys.
+
+    Returns:
+        An application to pass to ``serve.run`` (see ``deploy``).
+    """
+    handles = {model.name: _model_app(model) for model in settings.models}
+    ingress = serve.deployment(
+        name=INGRESS_DEPLOYMENT,
+        num_replicas=1,
+        ray_actor_options={"num_cpus": settings.ingress_num_cpus},
+        max_ongoing_requests=settings.ingress_max_ongoing_requests,
+    )(OpenAIIngress)
+    return ingress.bind(handles, settings.api_keys)
+
+
+def _model_app(model: ModelSettings) -> serve.Application:
+    return serve.deployment(**model_deployment_options(model))(ModelDeployment).bind(model)
+
+
+def model_deployment_options(model: ModelSettings) -> dict[str, Any]:
+    """Serve deployment options for ``model``: resources, concurrency, replicas or autoscaling."""
+    options: dict[str, Any] = {
+        "name": model.deployment_name,
+        "ray_actor_options": {"num_cpus": model.num_cpus, "num_gpus": model.num_gpus},
+        "max_ongoing_requests": model.max_ongoing_requests,
+    }
+    if model.autoscaling:
+        options["autoscaling_config"] = {
+            "min_replicas": model.min_replicas,
+            "max_replicas": model.max_replicas,
+            "target_ongoing_requests": model.target_ongoing_requests,
+        }
+    else:
+        options["num_replicas"] = model.max_replicas
+    return options
+
+
+def app_builder(args: dict[str, Any]) -> serve.Application:
+    """Builder for ``serve run serve/config.yaml``: ``args`` are ``ServeSettings`` fields.
+
+    ``host`` and ``port`` in ``args`` are ignored there: the config file's ``http_options``
+    decide where the proxy listens.
+    """
+    return build_app(ServeSettings.model_validate(args))
+
+
+def deploy(settings: ServeSettings) -> str:
+    """Starts Serve (if needed) and runs the app; returns the OpenAI base URL.
+
+    Connects to the Ray that is already initialised in this process, or starts one.
+    ``serve.start`` keeps the HTTP options of a Serve instance that is already running.
+
+    Args:
+        settings: What to serve and where.
+
+    Returns:
+        The base URL for an OpenAI client, e.g. ``http://127.0.0.1:8000/v1``.
+    """
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(build_app(settings), name=settings.app_name, route_prefix=settings.route_prefix)
+    return settings.base_url
+
+
+def shutdown(settings: ServeSettings) -> None:
+    """Deletes this app only; Serve and other apps on the cluster keep running."""
+    serve.delete(settings.app_name)

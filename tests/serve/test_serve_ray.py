@@ -1,0 +1,171 @@
+"""Contract test: the real `openai` client against the real Serve app with llama.cpp."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import jsonschema
+import openai
+import pytest
+
+from serve import ServeSettings
+
+pytestmark = pytest.mark.ray
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "maxLength": 20},
+        "sights": {"type": "array", "items": {"type": "string", "maxLength": 20}, "maxItems": 2},
+    },
+    "required": ["city", "sights"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture(scope="module")
+def client(serve_base_url: str) -> openai.OpenAI:
+    # No retries here: a failure must show up as the status the server sent.
+    return openai.OpenAI(base_url=serve_base_url, api_key="x", max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def model(serve_settings: ServeSettings) -> str:
+    return serve_settings.models[0].name
+
+
+def test_models_list(client: openai.OpenAI, model: str) -> None:
+    assert [card.id for card in client.models.list()] == [model]
+
+
+def test_chat_completion(client: openai.OpenAI, model: str) -> None:
+    completion = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Say hi."}],
+        max_tokens=12,
+        temperature=0,
+    )
+
+    [choice] = completion.choices
+    assert choice.message.role == "assistant"
+    assert choice.message.content
+    assert choice.finish_reason in ("stop", "length")
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens <= 12
+    assert completion.usage.total_tokens == (
+        completion.usage.prompt_tokens + completion.usage.completion_tokens
+    )
+
+
+def test_json_schema_output_validates(client: openai.OpenAI, model: str) -> None:
+    completion = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Pick a city and two sights there, as JSON."}],
+        max_tokens=120,
+        temperature=0.5,
+        seed=3,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "trip", "schema": SCHEMA, "strict": True},
+        },
+    )
+
+    content = completion.choices[0].message.content
+    assert content is not None
+    jsonschema.validate(json.loads(content), SCHEMA)
+
+
+def test_streamed_chat_completion(client: openai.OpenAI, model: str) -> None:
+    stream = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Name three animals."}],
+        max_tokens=16,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(chunks) > 4  # token by token through the ingress, not one block
+    assert text.strip()
+    assert chunks[-1].usage is not None
+    assert 1 <= chunks[-1].usage.completion_tokens <= 16
+    plain = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Name three animals."}],
+        max_tokens=16,
+        temperature=0,
+    )
+    assert plain.choices[0].message.content == text
+
+
+def test_abandoned_stream_stops_generating(client: openai.OpenAI, model: str) -> None:
+    stream = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Write a very long story."}],
+        max_tokens=900,
+        stream=True,
+    )
+    for index, _ in enumerate(stream):
+        if index == 2:
+            break
+    stream.close()
+
+    # The replica serves one request at a time: had the 900 tokens gone on, this would wait
+    # behind them (about 10 s here) and usually run into the client timeout below.
+    quick = openai.OpenAI(base_url=str(client.base_url), api_key="x", max_retries=0, timeout=5)
+    completion = quick.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+    )
+    assert completion.choices[0].message.content is not None
+
+
+def test_deployments_are_healthy(serve_settings: ServeSettings) -> None:
+    from ray import serve as ray_serve
+
+    status = ray_serve.status().applications[serve_settings.app_name]
+
+    assert status.status == "RUNNING"
+    assert set(status.deployments) == {"openai-ingress", "model-smollm2-135m"}
+    assert {d.status for d in status.deployments.values()} == {"HEALTHY"}
+
+
+def test_unknown_model_is_not_found(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(
+            model="no-such-model", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        )
+
+    assert caught.value.code == "model_not_found"
+
+
+def test_bad_parameter_is_bad_request(client: openai.OpenAI, model: str) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=2,
+            temperature=5,
+        )
+
+    assert caught.value.param == "temperature"
+
+
+def test_context_error_from_replica_keeps_its_status(client: openai.OpenAI, model: str) -> None:
+    # Raised inside the model replica: proves errors cross the Ray hop as 400, not 500.
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "word " * 1500}], max_tokens=2
+        )
+
+    assert caught.value.code == "context_length_exceeded"
+
+
+def test_health(serve_base_url: str, model: str) -> None:
+    response = httpx.get(serve_base_url.removesuffix("/v1") + "/health", timeout=30)
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "models": [model]}

@@ -1,0 +1,178 @@
+"""Settings validation, the Serve config file, and the public API of `serve`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+import serve
+from serve import ModelSettings, ServeSettings
+
+CONFIG = Path(serve.__file__).parent / "config.yaml"
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(serve.__all__) == [
+        "APIError",
+        "APIErrorReport",
+        "AssistantMessage",
+        "AuthenticationError",
+        "ChatCompletionChoice",
+        "ChatCompletionChunk",
+        "ChatCompletionRequest",
+        "ChatCompletionResponse",
+        "ChatMessage",
+        "ChunkChoice",
+        "ChunkDelta",
+        "CompletionUsage",
+        "ContextLengthExceededError",
+        "Engine",
+        "EngineBackend",
+        "EngineFailedError",
+        "ErrorDetail",
+        "ErrorResponse",
+        "InvalidRequestError",
+        "JsonObjectResponseFormat",
+        "JsonSchemaResponseFormat",
+        "JsonSchemaSpec",
+        "LlamaCppEngine",
+        "ModelBackend",
+        "ModelCard",
+        "ModelList",
+        "ModelNotFoundError",
+        "ModelSettings",
+        "ModelUnavailableError",
+        "ResponseFormat",
+        "ServeSettings",
+        "StreamOptions",
+        "TextResponseFormat",
+        "app_builder",
+        "build_app",
+        "bundled_model_path",
+        "create_app",
+        "create_engine",
+        "deploy",
+        "shutdown",
+    ]
+    for name in serve.__all__:
+        assert hasattr(serve, name), name
+
+
+def test_defaults_serve_the_bundled_model_on_localhost() -> None:
+    settings = ServeSettings()
+
+    assert settings.base_url == "http://127.0.0.1:8000/v1"
+    [model] = settings.models
+    assert (model.name, model.engine, model.path) == ("smollm2-135m", "llama_cpp", None)
+    assert not model.autoscaling
+    assert settings.api_keys == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"host": "0.0.0.0", "port": 9000}, "http://127.0.0.1:9000/v1"),
+        ({"route_prefix": "/models/"}, "http://127.0.0.1:8000/models/v1"),
+        ({"host": "::1"}, "http://[::1]:8000/v1"),
+    ],
+)
+def test_base_url(fields: dict[str, Any], expected: str) -> None:
+    assert ServeSettings(**fields).base_url == expected
+
+
+@pytest.mark.parametrize(
+    ("cls", "fields", "fragment"),
+    [
+        (ModelSettings, {"n_ctxx": 10}, "Extra inputs"),
+        (ModelSettings, {"engine": "vllm"}, "llama_cpp"),
+        (ModelSettings, {"min_replicas": 3, "max_replicas": 2}, "max_replicas"),
+        (ModelSettings, {"num_cpus": -1}, "greater than or equal to 0"),
+        (ModelSettings, {"name": "bad name"}, "pattern"),
+        (ServeSettings, {"port": 0}, "greater than or equal to 1"),
+        (ServeSettings, {"route_prefix": "v1"}, "pattern"),
+        (ServeSettings, {"models": []}, "at least 1"),
+        (ServeSettings, {"models": [{"name": "a"}, {"name": "a"}]}, "two models share"),
+        (ServeSettings, {"models": [{"name": "a.b"}, {"name": "a:b"}]}, "deployment_name"),
+    ],
+)
+def test_invalid_settings_are_rejected(
+    cls: type[Any], fields: dict[str, Any], fragment: str
+) -> None:
+    with pytest.raises(ValidationError, match=fragment):
+        cls(**fields)
+
+
+def test_autoscaling_only_when_max_exceeds_min() -> None:
+    assert ModelSettings(min_replicas=1, max_replicas=3).autoscaling
+    assert not ModelSettings(min_replicas=2, max_replicas=2).autoscaling
+
+
+def test_every_settings_field_is_described() -> None:
+    for cls in (ModelSettings, ServeSettings):
+        for name, field in cls.model_fields.items():
+            assert field.description, f"{cls.__name__}.{name}"
+
+
+def test_config_file_matches_the_defaults() -> None:
+    config = yaml.safe_load(CONFIG.read_text())
+
+    [application] = config["applications"]
+    settings = ServeSettings.model_validate(application["args"])
+    assert settings == ServeSettings()
+    assert application["import_path"] == "serve._app:app_builder"
+    assert application["name"] == settings.app_name
+    assert application["route_prefix"] == settings.route_prefix
+    assert config["http_options"] == {"host": settings.host, "port": settings.port}
+
+
+def test_config_file_is_a_valid_serve_config() -> None:
+    from ray.serve.schema import ServeDeploySchema
+
+    ServeDeploySchema.model_validate(yaml.safe_load(CONFIG.read_text()))
+
+
+def test_app_builder_rejects_unknown_args() -> None:
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        serve.app_builder({"modles": []})
+
+
+def test_fixed_replicas_without_autoscaling() -> None:
+    from serve._app import model_deployment_options
+
+    options = model_deployment_options(
+        ModelSettings(name="m.1", num_cpus=0.5, num_gpus=1, max_ongoing_requests=7)
+    )
+
+    assert options == {
+        "name": "model-m_1",
+        "ray_actor_options": {"num_cpus": 0.5, "num_gpus": 1},
+        "max_ongoing_requests": 7,
+        "num_replicas": 1,
+    }
+
+
+def test_autoscaling_config_when_max_exceeds_min() -> None:
+    from serve._app import model_deployment_options
+
+    options = model_deployment_options(
+        ModelSettings(min_replicas=0, max_replicas=4, target_ongoing_requests=3)
+    )
+
+    assert "num_replicas" not in options
+    assert options["autoscaling_config"] == {
+        "min_replicas": 0,
+        "max_replicas": 4,
+        "target_ongoing_requests": 3,
+    }
+
+
+def test_build_app_makes_an_application_without_a_cluster() -> None:
+    from ray.serve import Application
+
+    settings = ServeSettings(models=[ModelSettings(name="a"), ModelSettings(name="b")])
+
+    assert isinstance(serve.build_app(settings), Application)
