@@ -458,7 +458,7 @@ class _Grammars:
                 f"{SCHEMA_PARAM} is not supported: {type(error).__name__}: {error}",
                 param=SCHEMA_PARAM,
             ) from error
-        return self._checked(text, param=SCHEMA_PARAM)
+        return self._checked(strict_json_strings(text), param=SCHEMA_PARAM)
 
     def _checked(self, text: str, *, param: str) -> llama_cpp.LlamaGrammar:
         import llama_cpp
@@ -472,6 +472,17 @@ class _Grammars:
             )
         llama_cpp.llama_sampler_free(sampler)
         return llama_cpp.LlamaGrammar.from_string(text, verbose=False)
+
+
+# llama-cpp-python's schema converter lets raw control characters (a newline, say) into JSON
+# strings, which no JSON parser accepts; llama.cpp's own converter excludes them, as we do.
+_LOOSE_CHAR = r'char ::= [^"\\] |'
+_STRICT_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
+
+
+def strict_json_strings(grammar: str) -> str:
+    """The grammar with JSON string characters limited to what JSON allows unescaped."""
+    return grammar.replace(_LOOSE_CHAR, _STRICT_CHAR)
 
 
 def _json_grammar_text() -> str:

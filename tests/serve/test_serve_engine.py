@@ -293,3 +293,42 @@ def test_closed_engine_is_unhealthy() -> None:
         engine.check_health()
     with pytest.raises(ModelUnavailableError):
         chat(engine, "hi", max_tokens=2)
+
+
+def test_json_schema_strings_never_hold_raw_control_characters(engine: LlamaCppEngine) -> None:
+    # llama-cpp-python's converter lets a raw newline into a JSON string, which json.loads
+    # refuses; the engine narrows the grammar. Without that, this exact request (seen from the
+    # executor agent) produced '{"answer": ".17 * 3 + 4}\n\nResult: ...'.
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "maxLength": 240, "minLength": 1}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    request = ChatCompletionRequest.model_validate(
+        {
+            "model": "smol",
+            "messages": [
+                {
+                    "role": "system",
+                    "content": "You carry out one step of a plan for the user's goal. Use the "
+                    "results of earlier steps when they are given.\nWrite the result of the step "
+                    "itself, short and concrete. Reply with JSON only.",
+                },
+                {
+                    "role": "user",
+                    "content": "Goal: What is 17 * 23 + 4? Compute it and give the number.\n"
+                    "Step: state the result\nStep input: 17 * 3 + 4",
+                },
+            ],
+            "max_tokens": 260,
+            "temperature": 0,
+            "seed": 0,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "step_answer", "schema": schema, "strict": True},
+            },
+        }
+    )
+    content = asyncio.run(engine.chat(request)).choices[0].message.content
+    jsonschema.validate(json.loads(content), schema)
