@@ -60,10 +60,12 @@ class Executor:
         return result
 
     async def _answer(self, assigned: StepAssigned) -> StepResult:
+        evidence = await self._arithmetic_evidence(assigned)
+        facts = "".join(f"\nCalculator: {c.arguments} = {c.output}" for c in evidence)
         data, _ = await ask_json(
             self._model,
             prompt=load_prompt("final" if assigned.step.id == "final" else "executor"),
-            user=self._context(assigned),
+            user=self._context(assigned) + facts,
             schema=object_schema({"answer": text_field(self._max_chars, min_chars=1)}),
             name="step_answer",
         )
@@ -73,8 +75,21 @@ class Executor:
             step_id=assigned.step.id,
             output=answer,
             ok=bool(answer),
+            tool_calls=evidence,
             attempt=assigned.attempt,
         )
+
+    async def _arithmetic_evidence(self, assigned: StepAssigned) -> tuple[ToolCall, ...]:
+        """The calculator's value of the step's input, when that input is arithmetic.
+
+        Small models get sums wrong; an answer step whose input is an expression gets the
+        computed value in its prompt, and the call goes into the result as evidence that the
+        reviewer checks the answer against. Input that is not arithmetic adds nothing.
+        """
+        if not assigned.step.input or "calculator" not in self._tools.names():
+            return ()
+        call = await _call(self._tools.get("calculator"), assigned.step.input)
+        return (call,) if call.ok else ()
 
     async def _run_tool(self, assigned: StepAssigned) -> StepResult:
         tool = self._tools.get(assigned.step.tool)

@@ -85,11 +85,18 @@ def draft_to_plan(data: dict[str, Any], *, tools: list[str], max_steps: int) -> 
         raise AgentError(describe_validation_error(exc), code="invalid_plan") from None
     if not 1 <= len(draft.steps) <= max_steps:
         raise AgentError(f"a plan needs 1 to {max_steps} steps", code="invalid_plan")
-    steps = []
+    steps: list[Step] = []
+    same_as: dict[int, str] = {}  # step number -> id of the step it repeats (or its own)
     for number, item in enumerate(draft.steps, start=1):
         if item.tool not in tools:
             raise AgentError(
                 f"step {number} uses unknown tool {item.tool!r}; use one of {', '.join(tools)}",
+                code="invalid_plan",
+            )
+        missing = [d for d in item.depends_on if d < 1]
+        if missing:
+            raise AgentError(
+                f"step {number} depends on step {missing[0]}; steps are numbered from 1",
                 code="invalid_plan",
             )
         later = [d for d in item.depends_on if d >= number]
@@ -99,16 +106,28 @@ def draft_to_plan(data: dict[str, Any], *, tools: list[str], max_steps: int) -> 
                 "only depend on steps before it",
                 code="invalid_plan",
             )
-        steps.append(
-            Step(
-                id=f"s{number}",
-                description=item.description.strip() or f"step {number}",
-                tool=item.tool,
-                input=item.input.strip(),
-                depends_on=tuple(f"s{d}" for d in sorted(set(item.depends_on)) if d >= 1),
-            )
+        step = Step(
+            id=f"s{len(steps) + 1}",
+            description=item.description.strip() or f"step {number}",
+            tool=item.tool,
+            input=item.input.strip(),
+            depends_on=tuple(sorted({same_as[d] for d in item.depends_on if d in same_as})),
         )
+        # Small models repeat a step verbatim; running it twice would only double the cost.
+        repeated = next((s for s in steps if _same_work(s, step)), None)
+        if repeated is None:
+            steps.append(step)
+        same_as[number] = repeated.id if repeated else step.id
     return Plan(steps=tuple(steps))
+
+
+def _same_work(a: Step, b: Step) -> bool:
+    return (a.description, a.tool, a.input, a.depends_on) == (
+        b.description,
+        b.tool,
+        b.input,
+        b.depends_on,
+    )
 
 
 class Planner:

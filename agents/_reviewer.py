@@ -8,7 +8,7 @@ from agents._model import ModelClient
 from agents._prompts import load_prompt
 from agents._structured import ask_json, clip, object_schema, text_field
 from agents._tools import format_number
-from protocols import AgentError, AnyMessage, ReviewRequested, ReviewVerdict
+from protocols import AgentError, AnyMessage, ReviewRequested, ReviewVerdict, ToolCall
 
 NAME = "reviewer"
 DECISIONS = ["approve", "revise", "reject"]
@@ -25,16 +25,18 @@ def rule_verdict(request: ReviewRequested) -> ReviewVerdict | None:
 
     In order: a failed or empty result is sent back with the failure as feedback; a calculation
     on numbers found neither in the goal nor in earlier results is sent back (the model made them
-    up); a result that is a tool's own output is approved (the tool computed it); a final answer
-    is approved when it states every tool-computed result it rests on, and sent back when not.
+    up); a result that is a tool's own output is approved (the tool computed it); an answer
+    written around a tool's result, or a final answer resting on tool results, is approved when
+    it states every computed result, and sent back when it does not.
     """
     result = request.result
     if not result.ok or not result.output.strip():
         reason = result.output.strip() or "the result is empty"
         return _verdict(request, "revise", f"the step did not succeed: {clip(reason, 300)}")
     succeeded = [c for c in result.tool_calls if c.ok]
-    if succeeded and succeeded[-1].output == result.output:
-        invented = _ungrounded_numbers(request, succeeded[-1].arguments)
+    if succeeded:
+        last = succeeded[-1]
+        invented = _ungrounded_numbers(request, last.arguments)
         if invented:
             return _verdict(
                 request,
@@ -42,16 +44,23 @@ def rule_verdict(request: ReviewRequested) -> ReviewVerdict | None:
                 f"the expression uses {', '.join(invented)}, found neither in the goal nor in "
                 "earlier results; compute with the numbers the goal gives",
             )
-        return _verdict(request, "approve", f"computed by {succeeded[-1].tool}")
+        if last.output == result.output:
+            return _verdict(request, "approve", f"computed by {last.tool}")
+        return _states_results(request, [last])
     if request.final and request.evidence:
-        stated = numbers_in(result.output)
-        missing = [c.output for c in request.evidence if not numbers_in(c.output) <= stated]
-        if missing:
-            return _verdict(
-                request, "revise", f"the answer must state the computed result: {missing[0]}"
-            )
-        return _verdict(request, "approve", "states the computed result(s)")
+        return _states_results(request, list(request.evidence))
     return None
+
+
+def _states_results(request: ReviewRequested, calls: list[ToolCall]) -> ReviewVerdict:
+    """Approves an answer that states every computed result; sends it back otherwise."""
+    stated = numbers_in(request.result.output)
+    missing = [c.output for c in calls if not numbers_in(c.output) <= stated]
+    if missing:
+        return _verdict(
+            request, "revise", f"the answer must state the computed result: {missing[0]}"
+        )
+    return _verdict(request, "approve", "states the computed result(s)")
 
 
 def _ungrounded_numbers(request: ReviewRequested, expression: str) -> list[str]:

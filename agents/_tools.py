@@ -41,8 +41,8 @@ class ToolRegistry:
 
     def describe(self) -> str:
         """One line per tool, for prompts."""
-        lines = [f"- {MODEL_TOOL}: think and write the answer to the step in words"]
-        lines += [f"- {t.name}: {t.description}" for t in self._tools.values()]
+        lines = [f"- {t.name}: {t.description}" for t in self._tools.values()]
+        lines.append(f"- {MODEL_TOOL}: think and write the answer to the step in words")
         return "\n".join(lines)
 
     def get(self, name: str) -> Tool:

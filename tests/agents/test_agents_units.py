@@ -134,6 +134,32 @@ def test_draft_to_plan_numbers_steps_and_checks_tools() -> None:
         draft_to_plan({"plan": []}, tools=TOOLS.names(), max_steps=4)
 
 
+def test_draft_to_plan_merges_repeated_steps_and_refuses_step_zero() -> None:
+    same = {"description": "a", "tool": "answer", "input": "x", "depends_on": []}
+    draft = {
+        "steps": [
+            same,
+            same,
+            {"description": "b", "tool": "answer", "input": "", "depends_on": [2]},
+        ]
+    }
+    plan = draft_to_plan(draft, tools=TOOLS.names(), max_steps=4)
+    assert [(s.id, s.depends_on) for s in plan.steps] == [("s1", ()), ("s2", ("s1",))]
+    draft["steps"][2]["depends_on"] = [0]
+    with pytest.raises(AgentError, match="steps are numbered from 1"):
+        draft_to_plan(draft, tools=TOOLS.names(), max_steps=4)
+
+
+def test_plan_schema_allows_only_earlier_steps_as_dependencies() -> None:
+    schema = plan_schema(TOOLS.names(), max_steps=3, max_chars=40)
+    plans = schema["properties"]["steps"]["anyOf"]
+    assert [len(p["prefixItems"]) for p in plans] == [1, 2, 3]
+    third = plans[2]["prefixItems"][2]["properties"]["depends_on"]
+    assert third["items"]["enum"] == [1, 2]
+    first = plans[2]["prefixItems"][0]["properties"]["depends_on"]
+    assert first["maxItems"] == 0
+
+
 # -- planner ----------------------------------------------------------------------------------
 
 
@@ -203,6 +229,22 @@ def test_executor_reports_a_tool_failure_as_a_failed_result() -> None:
     assert result.output.startswith("calculator failed: not an arithmetic expression")
 
 
+def test_answer_step_on_an_expression_gets_the_computed_value_as_evidence() -> None:
+    model = ScriptedModelClient(("step_answer", {"answer": "The total is 5."}))
+    executor = Executor(model, _memory(), TOOLS)
+    result = asyncio.run(executor.handle(_assigned("answer", "2 + 3")))
+    assert isinstance(result, StepResult)
+    assert result.tool_calls == (
+        ToolCall(tool="calculator", arguments="2 + 3", output="5", ok=True),
+    )
+    assert "Calculator: 2 + 3 = 5" in model.requests[0].messages[-1]["content"]
+    # words are not arithmetic: no evidence, no calculator note
+    model = ScriptedModelClient(("step_answer", {"answer": "hello"}))
+    result = asyncio.run(Executor(model, _memory(), TOOLS).handle(_assigned("answer", "greet")))
+    assert isinstance(result, StepResult) and result.tool_calls == ()
+    assert "Calculator" not in model.requests[0].messages[-1]["content"]
+
+
 def test_executor_refuses_an_unknown_tool() -> None:
     executor = Executor(ScriptedModelClient(), _memory(), TOOLS)
     with pytest.raises(AgentError, match="unknown tool 'shell'; known tools: answer, calculator"):
@@ -252,6 +294,17 @@ def test_reviewer_sends_back_a_calculation_on_invented_numbers() -> None:
     assert "uses 3, 12, found neither in the goal" in verdict.feedback
     # numbers from earlier results count as grounded
     verdict = rule_verdict(_review(computed, goal="x", inputs={"s0": "12, 3 and 4"}))
+    assert verdict is not None and verdict.decision == "approve"
+
+
+def test_reviewer_checks_an_answer_written_around_a_tool_result() -> None:
+    call = ToolCall(tool="calculator", arguments="1 + 1", output="2", ok=True)
+    wrong = StepResult(task_id="t1", step_id="s1", output="It is 3.", ok=True, tool_calls=(call,))
+    verdict = rule_verdict(_review(wrong))
+    assert verdict is not None and verdict.decision == "revise"
+    assert verdict.feedback == "the answer must state the computed result: 2"
+    right = StepResult(task_id="t1", step_id="s1", output="It is 2.", ok=True, tool_calls=(call,))
+    verdict = rule_verdict(_review(right))
     assert verdict is not None and verdict.decision == "approve"
 
 
