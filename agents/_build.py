@@ -49,7 +49,7 @@ def build_agent(
             default_tools(),
             name=name,
             namespace=namespace,
-            max_chars=agents.max_field_chars * 2,
+            max_chars=agents.max_answer_chars,
             max_input_chars=agents.max_input_chars,
         )
     if role == "reviewer":

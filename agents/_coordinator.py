@@ -38,6 +38,7 @@ from protocols import (
     TaskError,
     TaskFailed,
     TaskSubmitted,
+    ToolCall,
     Topics,
     TraceEvent,
     TroupeError,
@@ -178,11 +179,9 @@ class Coordinator:
         """
         budget = run.task.budget
         inputs = {d: run.records[d].output for d in step.depends_on}
+        sources = step.depends_on if evidence_from is None else evidence_from
         evidence = tuple(
-            call
-            for d in (step.depends_on if evidence_from is None else evidence_from)
-            for call in run.results[d].tool_calls
-            if call.ok and call.output == run.results[d].output
+            call for d in sources if (call := _last_tool_result(run.results[d])) is not None
         )
         feedback: str | None = None
         for attempt in range(1, budget.max_revisions + 2):
@@ -351,6 +350,11 @@ def _record(
         revisions=result.attempt - 1,
         approved=approved,
     )
+
+
+def _last_tool_result(result: StepResult) -> ToolCall | None:
+    """The successful tool call a step's accepted output rests on, if any."""
+    return next((c for c in reversed(result.tool_calls) if c.ok), None)
 
 
 def _step_of(payload: AnyMessage) -> str | None:

@@ -50,6 +50,9 @@ class AgentSettings(_Settings):
     max_field_chars: int = Field(
         default=120, ge=16, le=2000, description="maxLength of free-text fields in model schemas."
     )
+    max_answer_chars: int = Field(
+        default=160, ge=16, le=4000, description="maxLength of a step's written answer."
+    )
     max_input_chars: int = Field(
         default=600, ge=64, description="Longest earlier-step output quoted into a prompt."
     )
