@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from agents._settings import TroupeSettings
 from protocols import (
     Budget,
@@ -21,6 +23,7 @@ from protocols import (
     TaskFailed,
     TaskSubmitted,
     TroupeError,
+    describe_validation_error,
 )
 
 
@@ -56,10 +59,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         settings = settings.model_copy(
             update={"serve": settings.serve.model_copy(update={"port": args.port})}
         )
-    budget = settings.budget
-    if args.max_steps is not None:
-        budget = Budget.model_validate({**budget.model_dump(), "max_steps": args.max_steps})
-    task = TaskSubmitted(task_id=f"t-{uuid.uuid4().hex[:12]}", goal=args.goal, budget=budget)
+    task = _task(settings, goal=args.goal, max_steps=args.max_steps)
     started = time.monotonic()
     outcome = run_task(settings, task)
     elapsed = time.monotonic() - started
@@ -68,6 +68,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         print(render_outcome(outcome, elapsed_s=elapsed, trace=args.trace))
     return 0 if isinstance(outcome, TaskCompleted) else 1
+
+
+def _task(settings: TroupeSettings, *, goal: str, max_steps: int | None) -> TaskSubmitted:
+    """The task to run; bad input is refused before anything starts."""
+    budget = settings.budget.model_dump()
+    if max_steps is not None:
+        budget["max_steps"] = max_steps
+    try:
+        return TaskSubmitted(
+            task_id=f"t-{uuid.uuid4().hex[:12]}",
+            goal=goal,
+            budget=Budget.model_validate(budget),
+        )
+    except ValidationError as exc:
+        raise ConfigurationError(
+            f"cannot run this task: {describe_validation_error(exc)}"
+        ) from None
 
 
 def run_task(settings: TroupeSettings, task: TaskSubmitted) -> TaskCompleted | TaskFailed:
@@ -112,7 +129,13 @@ def _models(settings: TroupeSettings) -> Iterator[str]:
     from serve import deploy, shutdown
 
     _check_port_free(settings.serve.host, settings.serve.port)
-    base_url = deploy(settings.serve)
+    try:
+        base_url = deploy(settings.serve)
+    except RuntimeError as exc:  # Serve reports a replica that failed to start this way
+        raise ConfigurationError(
+            f"the model app did not start: {exc}; the replica's log under "
+            "/tmp/ray/session_latest/logs/serve/ says why"
+        ) from None
     try:
         yield base_url
     finally:

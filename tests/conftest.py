@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from serve import ServeSettings
 
 # Bundled models load from site-packages; a hub lookup would hang on these offline machines.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -39,3 +44,42 @@ def ray_session() -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def serve_settings() -> ServeSettings:
+    """The test model app: the bundled model, a small context, a port nobody holds.
+
+    One llama.cpp thread: with two, its threads spin on a barrier and generation collapses
+    (~0.3 tok/s instead of ~38) whenever another process holds one of the two cores.
+    """
+    from serve import ModelSettings, ServeSettings
+
+    return ServeSettings(
+        port=_free_port(),
+        app_name="troupe-models-test",
+        route_prefix="/serve-test",
+        models=[
+            ModelSettings(
+                name="smollm2-135m", n_ctx=1024, n_threads=1, num_cpus=0.5, max_ongoing_requests=8
+            )
+        ],
+    )
+
+
+@pytest.fixture(scope="session")
+def serve_base_url(ray_session: None, serve_settings: ServeSettings) -> Iterator[str]:
+    """Runs the model app once per session on the session's Ray; deletes only this app."""
+    from serve import deploy, shutdown
+
+    base_url = deploy(serve_settings)
+    try:
+        yield base_url
+    finally:
+        shutdown(serve_settings)
