@@ -1,0 +1,50 @@
+"""The public API of protocols and agents is pinned: a change here is a deliberate decision."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+EXPECTED = {
+    "protocols": [
+        "AgentError", "AgentName", "AnyMessage", "BackPressureError", "Budget", "Bus",
+        "ConfigurationError", "Consumer", "DEFAULT_TIMEOUT_S", "Decision", "DeliveryError",
+        "Envelope", "ErrorReport", "InProcessBus", "MAX_PLAN_STEPS", "MESSAGE_ADAPTER", "Message",
+        "MessageValidationError", "Plan", "PlanProposed", "PlanRequested", "Provenance", "RayBus",
+        "RemoteAgentError", "ReviewRequested", "ReviewVerdict", "SCHEMA_VERSION", "Step",
+        "StepAssigned", "StepId", "StepRecord", "StepResult", "TaskCompleted", "TaskError",
+        "TaskFailed", "TaskId", "TaskSubmitted", "ToolCall", "Topics", "TraceEvent", "TroupeError",
+        "describe_validation_error", "parse_message",
+    ],
+    "agents": [
+        "Agent", "AgentActor", "AgentConsumer", "AgentSettings", "Calculator", "Coordinator",
+        "CoordinatorActor", "Executor", "MODEL_TOOL", "MemorySettings", "ModelClient",
+        "ModelEndpoint", "ModelReply", "ModelRequest", "OpenAIModelClient", "Planner", "Prompt",
+        "ROLES", "RaySettings", "Reviewer", "Team", "Tool", "ToolRegistry", "TroupeSettings",
+        "build_agent", "calculate", "default_tools", "draft_to_plan", "goal_key", "load_prompt",
+        "main", "model_client", "plan_schema", "render_outcome", "rule_verdict", "run_task",
+        "schema_token_bound", "start_team",
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("package", sorted(EXPECTED))
+def test_all_is_pinned_and_importable(package: str) -> None:
+    module = importlib.import_module(package)
+    assert sorted(module.__all__) == sorted(EXPECTED[package])
+    for name in module.__all__:
+        assert hasattr(module, name), f"{package}.{name} is in __all__ but missing"
+
+
+def test_protocols_imports_nothing_of_ours() -> None:
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "protocols"
+    for path in root.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                top = node.module.split(".")[0]
+                assert top not in {"agents", "memory", "serve"}, f"{path.name} imports {top}"
