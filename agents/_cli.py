@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import socket
 import sys
 import time
@@ -107,7 +106,6 @@ def _ray(settings: TroupeSettings) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "0")
     ray.init(
         address=settings.ray.address,
         num_cpus=settings.ray.num_cpus if settings.ray.address == "local" else None,
@@ -128,6 +126,7 @@ def _models(settings: TroupeSettings) -> Iterator[str]:
     """Deploys troupe's model app on Serve and deletes it afterwards."""
     from serve import deploy, shutdown
 
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # deploy chatter is not the result
     _check_port_free(settings.serve.host, settings.serve.port)
     try:
         base_url = deploy(settings.serve)

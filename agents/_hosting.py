@@ -15,7 +15,7 @@ import ray
 from agents._build import build_agent
 from agents._coordinator import Coordinator
 from agents._settings import TroupeSettings
-from memory import EpisodicMemory
+from memory import EpisodicMemory, RayMemory
 from protocols import (
     AnyMessage,
     Envelope,
@@ -64,7 +64,8 @@ class AgentConsumer:
 class AgentActor:
     """A Ray actor hosting one agent built inside the worker (its model client is local)."""
 
-    def __init__(self, role: str, name: str, settings: TroupeSettings, memory: EpisodicMemory):
+    def __init__(self, role: str, name: str, settings: TroupeSettings):
+        memory = _shared_memory(settings)
         self._consumer = AgentConsumer(build_agent(role, settings, memory, name=name))
 
     async def deliver(self, envelope: Envelope) -> Envelope | None:
@@ -79,11 +80,12 @@ class AgentActor:
 class CoordinatorActor:
     """A Ray actor hosting the coordinator; it reaches agents through the ``RayBus``."""
 
-    def __init__(
-        self, bus: RayBus, memory: EpisodicMemory, namespace: str, request_timeout_s: float
-    ):
+    def __init__(self, bus: RayBus, settings: TroupeSettings):
         self._coordinator = Coordinator(
-            bus, memory, namespace=namespace, request_timeout_s=request_timeout_s
+            bus,
+            _shared_memory(settings),
+            namespace=settings.memory.namespace,
+            request_timeout_s=settings.agents.request_timeout_s,
         )
 
     async def run(self, task: TaskSubmitted) -> TaskCompleted | TaskFailed:
@@ -93,6 +95,15 @@ class CoordinatorActor:
     def ping(self) -> str:
         """Answers once constructed."""
         return self._coordinator.name
+
+
+def _shared_memory(settings: TroupeSettings) -> EpisodicMemory:
+    """The team's memory actor, found by name.
+
+    Looked up here rather than passed in: an actor handle among the constructor arguments of a
+    restartable actor is something Ray cannot guarantee to restore.
+    """
+    return RayMemory(ray.get_actor(settings.memory.actor_name))
 
 
 # Ray's stubs type a remote class as the class itself; the handles are used untyped.

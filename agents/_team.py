@@ -10,7 +10,7 @@ from ray.actor import ActorHandle
 
 from agents._hosting import REMOTE_AGENT, REMOTE_COORDINATOR
 from agents._settings import TroupeSettings
-from memory import RayMemory, memory_actor
+from memory import memory_actor
 from protocols import RayBus, TaskCompleted, TaskFailed, TaskSubmitted, Topics
 
 
@@ -50,21 +50,20 @@ def start_team(settings: TroupeSettings) -> Team:
     memory_settings = settings.memory
     existed = _named_actor_exists(memory_settings.actor_name)
     memory_handle = memory_actor(memory_settings.data_dir, name=memory_settings.actor_name)
-    memory = RayMemory(memory_handle)
     options = {"num_cpus": settings.agents.num_cpus, "max_restarts": 1}
-    planner = REMOTE_AGENT.options(**options).remote("planner", "planner", settings, memory)
+    planner = REMOTE_AGENT.options(**options).remote("planner", "planner", settings)
     executors = [
-        REMOTE_AGENT.options(**options).remote("executor", f"executor-{i}", settings, memory)
+        REMOTE_AGENT.options(**options).remote("executor", f"executor-{i}", settings)
         for i in range(settings.agents.executors)
     ]
-    reviewer = REMOTE_AGENT.options(**options).remote("reviewer", "reviewer", settings, memory)
+    reviewer = REMOTE_AGENT.options(**options).remote("reviewer", "reviewer", settings)
     bus = RayBus()
     bus.subscribe(Topics.PLANNER, planner, group="planners")
     for executor in executors:
         bus.subscribe(Topics.EXECUTOR, executor, group="executors")
     bus.subscribe(Topics.REVIEWER, reviewer, group="reviewers")
     coordinator = REMOTE_COORDINATOR.options(num_cpus=settings.agents.num_cpus).remote(
-        bus, memory, memory_settings.namespace, settings.agents.request_timeout_s
+        bus, settings
     )
     agents = [planner, *executors, reviewer]
     team = Team(
