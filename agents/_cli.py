@@ -158,9 +158,12 @@ def render_outcome(outcome: TaskCompleted | TaskFailed, *, elapsed_s: float, tra
     lines = [
         f"troupe task {outcome.task_id}: {status} in {elapsed_s:.1f} s",
         f"goal: {outcome.goal}",
-        "",
-        "steps:",
     ]
+    plans = [e.summary for e in outcome.trace if e.message_type == "plan.proposed"]
+    if plans:
+        replans = f" (after {len(plans) - 1} replan(s))" if len(plans) > 1 else ""
+        lines.append(f"plan: {plans[-1].split(':', 1)[0]}{replans}")
+    lines += ["", "steps:"]
     for record in outcome.steps:
         step = record.step
         review = "approved" if record.approved else f"NOT approved ({record.decision})"

@@ -58,11 +58,20 @@ def test_outcome_rendering_shows_steps_reviews_and_answer() -> None:
         steps=(StepRecord(step=step, output="5", decision="approve", approved=True),),
         trace=(
             TraceEvent(seq=0, at=datetime.now(UTC), sender="user", topic="t", message_type="x"),
+            TraceEvent(
+                seq=1,
+                at=datetime.now(UTC),
+                sender="planner",
+                topic="agents.planner",
+                message_type="plan.proposed",
+                summary="memory plan, 1 step(s): s1 calculator: compute",
+            ),
         ),
     )
     text = render_outcome(outcome, elapsed_s=1.0, trace=True)
     assert "t1: completed" in text
     assert "s1 [calculator] compute" in text and "input:  2+3" in text
     assert "final answer: 5" in text
+    assert "plan: memory plan, 1 step(s)\n" in text
     assert "#0" in text
     assert TroupeSettings().serve.port == 8000
