@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import socket
 import sys
@@ -49,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the outcome as JSON")
     run.add_argument("--trace", action="store_true", help="also print every hop of the trace")
     run.set_defaults(func=_cmd_run)
+    protocol = sub.add_parser("protocol", help="the message protocol")
+    protocol_sub = protocol.add_subparsers(required=True, metavar="WHAT")
+    schema = protocol_sub.add_parser("schema", help="print the JSON Schema of every message")
+    schema.set_defaults(func=_cmd_protocol_schema)
     return parser
 
 
@@ -67,6 +72,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         print(render_outcome(outcome, elapsed_s=elapsed, trace=args.trace))
     return 0 if isinstance(outcome, TaskCompleted) else 1
+
+
+def _cmd_protocol_schema(args: argparse.Namespace) -> int:
+    """Prints what ``protocols/schema/v1.json`` snapshots (the schema test compares them)."""
+    from protocols import message_schemas
+
+    print(json.dumps(message_schemas(), indent=1, sort_keys=True))
+    return 0
 
 
 def _task(settings: TroupeSettings, *, goal: str, max_steps: int | None) -> TaskSubmitted:

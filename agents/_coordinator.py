@@ -20,10 +20,14 @@ from agents._tools import MODEL_TOOL
 from memory import Episode, EpisodicMemory
 from protocols import (
     AnyMessage,
+    ApprovalDecided,
+    ApprovalRequested,
     Bus,
+    CancelTask,
     DeliveryError,
     Envelope,
     ErrorReport,
+    Heartbeat,
     Plan,
     PlanProposed,
     PlanRequested,
@@ -388,6 +392,8 @@ def _summary(payload: AnyMessage) -> str:
             return payload.reason
         case ErrorReport():
             return f"{payload.code}: {payload.message}"
+        case ApprovalRequested() | ApprovalDecided() | CancelTask() | Heartbeat():
+            return payload.type
     assert_never(payload)
 
 

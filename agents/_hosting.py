@@ -18,6 +18,8 @@ from agents._settings import TroupeSettings
 from memory import EpisodicMemory, RayMemory
 from protocols import (
     AnyMessage,
+    ConsumerHost,
+    ConsumerStats,
     Envelope,
     ErrorReport,
     RayBus,
@@ -26,6 +28,7 @@ from protocols import (
     TaskSubmitted,
     TroupeError,
 )
+from protocols._consumer import BatchResult
 
 logger = logging.getLogger(__name__)
 
@@ -62,19 +65,34 @@ class AgentConsumer:
 
 
 class AgentActor:
-    """A Ray actor hosting one agent built inside the worker (its model client is local)."""
+    """A Ray actor hosting one agent built inside the worker (its model client is local).
+
+    The agent sits behind a ``ConsumerHost``: redeliveries of a message it already handled get
+    the same reply without running it again, and its inbox is bounded.
+    """
 
     def __init__(self, role: str, name: str, settings: TroupeSettings):
         memory = _shared_memory(settings)
-        self._consumer = AgentConsumer(build_agent(role, settings, memory, name=name))
+        self._name = name
+        self._host = ConsumerHost(
+            AgentConsumer(build_agent(role, settings, memory, name=name)), name=name
+        )
 
     async def deliver(self, envelope: Envelope) -> Envelope | None:
-        """Bus entry point."""
-        return await self._consumer.deliver(envelope)
+        """Bus entry point: one message."""
+        return await self._host.deliver(envelope)
+
+    async def deliver_batch(self, envelopes: list[Envelope]) -> list[BatchResult]:
+        """Bus entry point: several messages, in order."""
+        return await self._host.deliver_batch(envelopes)
+
+    def stats(self) -> ConsumerStats:
+        """Consumer-side counters (in flight, handled, duplicates...)."""
+        return self._host.stats()
 
     def ping(self) -> str:
         """Answers once the agent is built: used to wait for the team to be up."""
-        return self._consumer.agent.name
+        return self._name
 
 
 class CoordinatorActor:

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from protocols import Budget, ConfigurationError, describe_validation_error
+from protocols import Budget, BusConfig, ConfigurationError, describe_validation_error
 from serve import ServeSettings
 
 
@@ -67,6 +67,17 @@ class MemorySettings(_Settings):
     actor_name: str = Field(default="troupe-memory", description="Named Ray actor of the store.")
 
 
+class BusSettings(_Settings):
+    """The Ray bus: delivery limits and where dead letters are kept."""
+
+    config: BusConfig = Field(default_factory=BusConfig)
+    dead_letters_path: Path = Field(
+        default=Path(".troupe/bus/dead-letters.jsonl"),
+        description="File of the dead-letter store (on the node that starts the team).",
+    )
+    actor_name: str = Field(default="troupe-dead-letters", description="Named Ray actor.")
+
+
 class RaySettings(_Settings):
     """How to reach Ray."""
 
@@ -89,6 +100,7 @@ class TroupeSettings(_Settings):
     serve: ServeSettings = Field(default_factory=ServeSettings)
     agents: AgentSettings = Field(default_factory=AgentSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    bus: BusSettings = Field(default_factory=BusSettings)
     budget: Budget = Field(default_factory=Budget, description="Default budget of a task.")
 
     @classmethod

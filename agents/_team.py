@@ -11,7 +11,15 @@ from ray.actor import ActorHandle
 from agents._hosting import REMOTE_AGENT, REMOTE_COORDINATOR
 from agents._settings import TroupeSettings
 from memory import memory_actor
-from protocols import RayBus, TaskCompleted, TaskFailed, TaskSubmitted, Topics
+from protocols import (
+    RayBus,
+    RayDeadLetters,
+    TaskCompleted,
+    TaskFailed,
+    TaskSubmitted,
+    Topics,
+    dead_letter_actor,
+)
 
 
 @dataclass
@@ -22,6 +30,7 @@ class Team:
     coordinator: ActorHandle[Any]
     agents: list[ActorHandle[Any]]
     owned_memory: ActorHandle[Any] | None = None
+    owned_dead_letters: ActorHandle[Any] | None = None
     _stopped: bool = field(default=False, repr=False)
 
     def run(
@@ -38,8 +47,9 @@ class Team:
         self._stopped = True
         for actor in [self.coordinator, *self.agents]:
             ray.kill(actor, no_restart=True)
-        if self.owned_memory is not None:
-            ray.kill(self.owned_memory, no_restart=True)
+        for owned in (self.owned_memory, self.owned_dead_letters):
+            if owned is not None:
+                ray.kill(owned, no_restart=True)
 
 
 def start_team(settings: TroupeSettings) -> Team:
@@ -57,7 +67,11 @@ def start_team(settings: TroupeSettings) -> Team:
         for i in range(settings.agents.executors)
     ]
     reviewer = REMOTE_AGENT.options(**options).remote("reviewer", "reviewer", settings)
-    bus = RayBus()
+    letters_existed = _named_actor_exists(settings.bus.actor_name)
+    letters = dead_letter_actor(
+        str(settings.bus.dead_letters_path.resolve()), name=settings.bus.actor_name
+    )
+    bus = RayBus(RayDeadLetters(letters), settings.bus.config)
     bus.subscribe(Topics.PLANNER, planner, group="planners")
     for executor in executors:
         bus.subscribe(Topics.EXECUTOR, executor, group="executors")
@@ -71,6 +85,7 @@ def start_team(settings: TroupeSettings) -> Team:
         coordinator=coordinator,
         agents=agents,
         owned_memory=None if existed else memory_handle,
+        owned_dead_letters=None if letters_existed else letters,
     )
     try:
         ray.get([actor.ping.remote() for actor in [*agents, coordinator]], timeout=120)

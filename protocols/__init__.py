@@ -4,9 +4,26 @@ Nothing here imports the rest of troupe; every other package speaks through thes
 """
 
 from protocols._base import AgentName, Message, StepId, TaskId
-from protocols._bus import DEFAULT_TIMEOUT_S, Bus, Consumer
+from protocols._bus import DeliveryCore
+from protocols._bus_types import DEFAULT_TIMEOUT_S, Bus, BusConfig, BusStats, Consumer, GroupStats
+from protocols._consumer import ConsumerClosedError, ConsumerHost, ConsumerStats
+from protocols._deadletters import (
+    DeadLetter,
+    DeadLetterSink,
+    DeadLetterStore,
+    InMemoryDeadLetters,
+)
 from protocols._inprocess import InProcessBus
-from protocols._raybus import RayBus
+from protocols._raybus import (
+    ConsumerActor,
+    DeadLetterActor,
+    RayBus,
+    RayDeadLetters,
+    dead_letter_actor,
+)
+from protocols._schema import message_schemas, schema_breaks
+from protocols.approvals import ApprovalDecided, ApprovalRequested
+from protocols.control import CancelTask, Heartbeat
 from protocols.errors import (
     AgentError,
     BackPressureError,
@@ -48,15 +65,32 @@ __all__ = [
     "AgentError",
     "AgentName",
     "AnyMessage",
+    "ApprovalDecided",
+    "ApprovalRequested",
     "BackPressureError",
     "Budget",
     "Bus",
+    "BusConfig",
+    "BusStats",
+    "CancelTask",
     "ConfigurationError",
     "Consumer",
+    "ConsumerActor",
+    "ConsumerClosedError",
+    "ConsumerHost",
+    "ConsumerStats",
+    "DeadLetter",
+    "DeadLetterActor",
+    "DeadLetterSink",
+    "DeadLetterStore",
     "Decision",
+    "DeliveryCore",
     "DeliveryError",
     "Envelope",
     "ErrorReport",
+    "GroupStats",
+    "Heartbeat",
+    "InMemoryDeadLetters",
     "InProcessBus",
     "Message",
     "MessageValidationError",
@@ -65,6 +99,7 @@ __all__ = [
     "PlanRequested",
     "Provenance",
     "RayBus",
+    "RayDeadLetters",
     "RemoteAgentError",
     "ReviewRequested",
     "ReviewVerdict",
@@ -82,6 +117,9 @@ __all__ = [
     "Topics",
     "TraceEvent",
     "TroupeError",
+    "dead_letter_actor",
     "describe_validation_error",
+    "message_schemas",
     "parse_message",
+    "schema_breaks",
 ]

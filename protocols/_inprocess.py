@@ -1,49 +1,48 @@
-"""The in-process bus: same semantics as the Ray bus, for tests and single-process use."""
+"""The in-process bus: the shared delivery rules, calling ``ConsumerHost``s in this process."""
 
 from __future__ import annotations
 
 import asyncio
 
-from protocols._bus import DEFAULT_TIMEOUT_S, Consumer, Routes, unwrap_reply
-from protocols.errors import DeliveryError, TroupeError
+from protocols._bus import DeliveryCore, MemberGone
+from protocols._bus_types import BusConfig, Consumer
+from protocols._consumer import BatchResult, ConsumerClosedError, ConsumerHost
+from protocols._deadletters import DeadLetterSink, InMemoryDeadLetters
 from protocols.messages import Envelope
 
 
-class InProcessBus:
-    """Delivers envelopes to consumers in this process, awaiting each handler."""
+class InProcessBus(DeliveryCore[ConsumerHost]):
+    """A bus for tests and single-process use; same semantics as ``RayBus``.
 
-    def __init__(self) -> None:
-        self._routes: Routes[Consumer] = Routes()
+    Args:
+        config: Attempts, in-flight bounds and batching.
+        dead_letters: Where given-up messages go (in memory by default).
+    """
 
-    def subscribe(self, topic: str, consumer: Consumer, *, group: str) -> None:
-        """Adds ``consumer`` to ``group`` on ``topic``."""
-        self._routes.add(topic, group, consumer)
+    def __init__(
+        self, config: BusConfig | None = None, *, dead_letters: DeadLetterSink | None = None
+    ):
+        super().__init__(config=config, dead_letters=dead_letters or InMemoryDeadLetters())
 
-    async def publish(self, envelope: Envelope) -> None:
-        """Delivers to one member of every group; returns when all have handled it."""
-        for group in self._routes.groups(envelope.topic):
-            await self._deliver(envelope, group, timeout=DEFAULT_TIMEOUT_S)
+    def subscribe(self, topic: str, member: Consumer | ConsumerHost, *, group: str) -> None:
+        """Adds a consumer (wrapped in a ``ConsumerHost`` unless it is one) to a group."""
+        if not isinstance(member, ConsumerHost):
+            name = f"{group}-{sum(len(g.members) for g in self._topics.get(topic, {}).values())}"
+            member = ConsumerHost(member, name=name)
+        super().subscribe(topic, member, group=group)
 
-    async def request(self, envelope: Envelope, *, timeout: float = DEFAULT_TIMEOUT_S) -> Envelope:
-        """Delivers to one member of the topic's only group and returns the checked reply."""
-        group = self._routes.only_group(envelope.topic)
-        return unwrap_reply(envelope, await self._deliver(envelope, group, timeout=timeout))
-
-    async def _deliver(self, envelope: Envelope, group: str, *, timeout: float) -> Envelope | None:
-        members = self._routes.rotation(envelope.topic, group)
-        if not members:
-            raise DeliveryError(f"no member left in group {group!r} of {envelope.topic!r}")
+    async def _call(
+        self, member: ConsumerHost, envelope: Envelope, timeout: float
+    ) -> Envelope | None:
         try:
-            return await asyncio.wait_for(members[0].deliver(envelope), timeout)
-        except TimeoutError:
-            raise DeliveryError(
-                f"no reply on {envelope.topic!r} within {timeout:g}s", code="timeout"
-            ) from None
-        except TroupeError:
-            raise
-        except Exception as exc:
-            raise DeliveryError(
-                f"consumer of {envelope.topic!r} crashed: {type(exc).__name__}: {exc}",
-                code="consumer_crashed",
-                retryable=False,
-            ) from exc
+            return await asyncio.wait_for(member.deliver(envelope), timeout)
+        except ConsumerClosedError:
+            raise MemberGone from None
+
+    async def _call_batch(
+        self, member: ConsumerHost, envelopes: list[Envelope], timeout: float
+    ) -> list[BatchResult]:
+        try:
+            return await asyncio.wait_for(member.deliver_batch(envelopes), timeout)
+        except ConsumerClosedError:
+            raise MemberGone from None

@@ -1,71 +1,157 @@
-"""The Ray bus: consumers are Ray actors with an async ``deliver`` method.
+"""The Ray bus: members are Ray actors that host a ``ConsumerHost`` (see ``ConsumerActor``).
 
-The bus object itself is a small picklable routing table of actor handles, so it can be handed
-to any actor (the coordinator, a gateway) and used there; a hop is one actor call.
+The bus object is a small picklable routing table of actor handles plus this process's
+counters, so it can be handed to any actor (the coordinator, a gateway) and used there; a
+delivery is one actor call, a batch is one call for many messages.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from protocols._bus import DEFAULT_TIMEOUT_S, Routes, unwrap_reply
-from protocols.errors import DeliveryError
+from protocols._bus import DeliveryCore, MemberGone
+from protocols._bus_types import BusConfig, Consumer
+from protocols._consumer import BatchResult, ConsumerHost, ConsumerStats
+from protocols._deadletters import DeadLetter, DeadLetterSink, DeadLetterStore
+from protocols.errors import DeliveryError, TroupeError
 from protocols.messages import Envelope
 
-# A member that cannot be reached is skipped for the next one; anything else is the handler's.
+# A member that cannot be reached is skipped for the next one.
 _GONE = (ActorDiedError, ActorUnavailableError, RayActorError)
 
 
-class RayBus:
-    """Delivers envelopes to Ray actors; same semantics as ``InProcessBus``."""
+class RayBus(DeliveryCore[Any]):
+    """Delivers envelopes to Ray actors; same semantics as ``InProcessBus``.
 
-    def __init__(self) -> None:
-        self._routes: Routes[Any] = Routes()
+    Args:
+        dead_letters: Where given-up messages go: a ``RayDeadLetters`` over the shared actor.
+        config: Attempts, in-flight bounds and batching.
+    """
 
-    def subscribe(self, topic: str, actor: Any, *, group: str) -> None:
-        """Adds an actor (with an async ``deliver(envelope)`` method) to ``group`` on ``topic``."""
-        self._routes.add(topic, group, actor)
+    def __init__(self, dead_letters: DeadLetterSink, config: BusConfig | None = None):
+        super().__init__(config=config, dead_letters=dead_letters)
 
-    async def publish(self, envelope: Envelope) -> None:
-        """Delivers to one member of every group, concurrently; returns when all have acked."""
-        groups = self._routes.groups(envelope.topic)
-        await asyncio.gather(
-            *(self._deliver(envelope, g, timeout=DEFAULT_TIMEOUT_S) for g in groups)
-        )
+    async def _call(self, member: Any, envelope: Envelope, timeout: float) -> Envelope | None:
+        reply: Envelope | None = await _remote(member.deliver.remote, envelope, timeout)
+        return reply
 
-    async def request(self, envelope: Envelope, *, timeout: float = DEFAULT_TIMEOUT_S) -> Envelope:
-        """Delivers to one member of the topic's only group and returns the checked reply."""
-        group = self._routes.only_group(envelope.topic)
-        return unwrap_reply(envelope, await self._deliver(envelope, group, timeout=timeout))
+    async def _call_batch(
+        self, member: Any, envelopes: list[Envelope], timeout: float
+    ) -> list[BatchResult]:
+        results: list[BatchResult] = await _remote(member.deliver_batch.remote, envelopes, timeout)
+        return results
 
-    async def _deliver(self, envelope: Envelope, group: str, *, timeout: float) -> Envelope | None:
-        members = self._routes.rotation(envelope.topic, group)
-        for actor in members:
-            ref = actor.deliver.remote(envelope)
-            try:
-                reply: Envelope | None = await asyncio.wait_for(_await(ref), timeout)
-                return reply
-            except _GONE:
-                continue  # that member is gone: the next one gets the envelope
-            except TimeoutError:
-                ray.cancel(ref)
-                raise DeliveryError(
-                    f"no reply on {envelope.topic!r} within {timeout:g}s", code="timeout"
-                ) from None
-            except RayTaskError as exc:
-                raise DeliveryError(
-                    f"consumer of {envelope.topic!r} crashed: {exc.cause!r}",
-                    code="consumer_crashed",
-                    retryable=False,
-                ) from None
+
+async def _remote(method: Callable[[Any], Any], argument: Any, timeout: float) -> Any:
+    ref = method(argument)
+    try:
+        return await asyncio.wait_for(_await(ref), timeout)
+    except _GONE:
+        raise MemberGone from None
+    except TimeoutError:
+        ray.cancel(ref)
+        raise
+    except RayTaskError as exc:  # the host itself broke (handler errors come back as reports)
         raise DeliveryError(
-            f"no live member in group {group!r} of topic {envelope.topic!r}", code="no_consumer"
-        )
+            f"consumer host crashed: {exc.cause!r}", code="consumer_crashed", retryable=False
+        ) from None
 
 
-async def _await(ref: Any) -> Any:
+async def _await(ref: Awaitable[Any]) -> Any:
     return await ref
+
+
+class ConsumerActor:
+    """Ray actor body for any consumer: builds it from a factory and hosts it.
+
+    Use ``ray.remote(ConsumerActor).remote(factory, name=...)``; agents have their own actor
+    class with the same two methods.
+    """
+
+    def __init__(self, factory: Callable[[], Consumer], *, name: str, capacity: int = 1024):
+        self._host = ConsumerHost(factory(), name=name, capacity=capacity)
+
+    async def deliver(self, envelope: Envelope) -> Envelope | None:
+        """Bus entry point: one message."""
+        return await self._host.deliver(envelope)
+
+    async def deliver_batch(self, envelopes: list[Envelope]) -> list[BatchResult]:
+        """Bus entry point: several messages, in order."""
+        return await self._host.deliver_batch(envelopes)
+
+    def stats(self) -> ConsumerStats:
+        """Consumer-side counters."""
+        return self._host.stats()
+
+
+class DeadLetterActor:
+    """Ray actor body hosting the shared, persisted ``DeadLetterStore``."""
+
+    def __init__(self, path: str | None):
+        from pathlib import Path
+
+        self._store = DeadLetterStore(Path(path) if path else None)
+
+    def put(self, letter: DeadLetter) -> None:
+        """See ``DeadLetterStore.put``."""
+        self._store.put(letter)
+
+    def list(self, topic: str | None = None) -> list[DeadLetter]:
+        """See ``DeadLetterStore.list``."""
+        return self._store.list(topic)
+
+    def take(self, message_id: str) -> DeadLetter:
+        """See ``DeadLetterStore.take``."""
+        return self._store.take(message_id)
+
+
+class RayDeadLetters:
+    """A ``DeadLetterSink`` over the dead-letter actor; picklable, usable from any actor."""
+
+    def __init__(self, handle: Any):
+        self.handle = handle
+
+    async def put(self, letter: DeadLetter) -> None:
+        """Keeps a dead letter in the shared store."""
+        await _await(self.handle.put.remote(letter))
+
+    async def list(self, topic: str | None = None) -> list[DeadLetter]:
+        """Dead letters of one original topic, or all."""
+        letters: list[DeadLetter] = await _await(self.handle.list.remote(topic))
+        return letters
+
+    async def take(self, message_id: str) -> DeadLetter:
+        """Removes and returns one dead letter."""
+        try:
+            letter: DeadLetter = await _await(self.handle.take.remote(message_id))
+        except RayTaskError as exc:
+            if isinstance(exc.cause, TroupeError):
+                raise exc.cause from None
+            raise
+        return letter
+
+
+def dead_letter_actor(path: str | None, *, name: str = "troupe-dead-letters") -> Any:
+    """Gets or creates the named dead-letter actor; restarted by Ray, reloaded from ``path``.
+
+    Recovery path: the store appends every put and take to ``path`` (fsync'd) before it
+    answers, so after the actor dies Ray restarts it and it reloads every letter it had
+    acknowledged.
+    """
+    remote: Any = ray.remote(DeadLetterActor)
+    here = ray.get_runtime_context().get_node_id()
+    return remote.options(
+        name=name,
+        get_if_exists=True,
+        num_cpus=0,
+        max_restarts=-1,
+        max_task_retries=3,
+        # The file is on this node's disk: a restart elsewhere would come back empty.
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
+    ).remote(path)

@@ -6,9 +6,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError, field_validator
 
 from protocols._base import Message
+from protocols.approvals import ApprovalDecided, ApprovalRequested
+from protocols.control import CancelTask, Heartbeat
 from protocols.errors import ErrorReport, MessageValidationError
 from protocols.execution import StepAssigned, StepResult
 from protocols.planning import PlanProposed, PlanRequested
@@ -25,6 +27,10 @@ AnyMessage = Annotated[
     | StepResult
     | ReviewRequested
     | ReviewVerdict
+    | ApprovalRequested
+    | ApprovalDecided
+    | CancelTask
+    | Heartbeat
     | ErrorReport,
     Field(discriminator="type"),
 ]
@@ -33,6 +39,8 @@ AnyMessage = Annotated[
 MESSAGE_ADAPTER: Final[TypeAdapter[AnyMessage]] = TypeAdapter(AnyMessage)
 
 SCHEMA_VERSION: Final = "1.0"
+"""major.minor: within one major version a change only adds optional fields (see the schema
+snapshot test), so every 1.x consumer parses every 1.y message it knows the type of."""
 
 Provenance = Literal["user", "agent", "tool", "memory", "external"]
 
@@ -44,6 +52,7 @@ class Topics:
     EXECUTOR: Final = "agents.executor"
     REVIEWER: Final = "agents.reviewer"
     TASK_EVENTS: Final = "tasks.events"
+    CONTROL: Final = "tasks.control"
 
 
 def _new_id() -> str:
@@ -62,9 +71,22 @@ class Envelope(Message):
     topic: str = Field(min_length=1, max_length=128)
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     attempt: int = Field(default=1, ge=1, description="Delivery attempt.")
-    schema_version: str = Field(default=SCHEMA_VERSION)
+    schema_version: str = Field(
+        default=SCHEMA_VERSION, pattern=r"^\d+\.\d+$", description="major.minor of the sender."
+    )
     provenance: Provenance = Field(default="agent", description="Who produced the content.")
     payload: AnyMessage
+
+    @field_validator("schema_version")
+    @classmethod
+    def _same_major(cls, value: str) -> str:
+        major = value.split(".", 1)[0]
+        if major != SCHEMA_VERSION.split(".", 1)[0]:
+            raise ValueError(
+                f"schema version {value} is not readable by this build (speaks "
+                f"{SCHEMA_VERSION}); messages must share the major version"
+            )
+        return value
 
     @classmethod
     def wrap(

@@ -8,14 +8,18 @@ import pytest
 
 EXPECTED = {
     "protocols": [
-        "AgentError", "AgentName", "AnyMessage", "BackPressureError", "Budget", "Bus",
-        "ConfigurationError", "Consumer", "DEFAULT_TIMEOUT_S", "Decision", "DeliveryError",
-        "Envelope", "ErrorReport", "InProcessBus", "MAX_PLAN_STEPS", "MESSAGE_ADAPTER", "Message",
-        "MessageValidationError", "Plan", "PlanProposed", "PlanRequested", "Provenance", "RayBus",
-        "RemoteAgentError", "ReviewRequested", "ReviewVerdict", "SCHEMA_VERSION", "Step",
-        "StepAssigned", "StepId", "StepRecord", "StepResult", "TaskCompleted", "TaskError",
-        "TaskFailed", "TaskId", "TaskSubmitted", "ToolCall", "Topics", "TraceEvent", "TroupeError",
-        "describe_validation_error", "parse_message",
+        "AgentError", "AgentName", "AnyMessage", "ApprovalDecided", "ApprovalRequested",
+        "BackPressureError", "Budget", "Bus", "BusConfig", "BusStats", "CancelTask",
+        "ConfigurationError", "Consumer", "ConsumerActor", "ConsumerClosedError", "ConsumerHost",
+        "ConsumerStats", "DEFAULT_TIMEOUT_S", "DeadLetter", "DeadLetterActor", "DeadLetterSink",
+        "DeadLetterStore", "Decision", "DeliveryCore", "DeliveryError", "Envelope", "ErrorReport",
+        "GroupStats", "Heartbeat", "InMemoryDeadLetters", "InProcessBus", "MAX_PLAN_STEPS",
+        "MESSAGE_ADAPTER", "Message", "MessageValidationError", "Plan", "PlanProposed",
+        "PlanRequested", "Provenance", "RayBus", "RayDeadLetters", "RemoteAgentError",
+        "ReviewRequested", "ReviewVerdict", "SCHEMA_VERSION", "Step", "StepAssigned", "StepId",
+        "StepRecord", "StepResult", "TaskCompleted", "TaskError", "TaskFailed", "TaskId",
+        "TaskSubmitted", "ToolCall", "Topics", "TraceEvent", "TroupeError", "dead_letter_actor",
+        "describe_validation_error", "message_schemas", "parse_message", "schema_breaks",
     ],
     "agents": [
         "Agent", "AgentActor", "AgentConsumer", "AgentSettings", "Calculator", "Coordinator",

@@ -75,3 +75,13 @@ def test_outcome_rendering_shows_steps_reviews_and_answer() -> None:
     assert "plan: memory plan, 1 step(s)\n" in text
     assert "#0" in text
     assert TroupeSettings().serve.port == 8000
+
+
+def test_protocol_schema_prints_the_committed_snapshot(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    from importlib import resources
+
+    assert main(["protocol", "schema"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    snapshot = json.loads(resources.files("protocols").joinpath("schema", "v1.json").read_text())
+    assert printed == snapshot, "run `troupe protocol schema > protocols/schema/v1.json`"

@@ -3,78 +3,132 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from protocols import (
+    BackPressureError,
+    BusConfig,
+    ConsumerHost,
     DeliveryError,
     Envelope,
+    InMemoryDeadLetters,
     InProcessBus,
     RayBus,
+    RayDeadLetters,
     RemoteAgentError,
     Step,
     StepAssigned,
     StepResult,
+    dead_letter_actor,
 )
-from tests.protocols.bus_consumers import RecordingConsumer
+from tests.protocols.bus_consumers import RecordingActor, RecordingConsumer
 
 
-def _envelope(step_id: str, topic: str = "work") -> Envelope:
+def _envelope(step_id: str, topic: str = "work", task_id: str = "t1") -> Envelope:
     step = Step(id=step_id, description="d", tool="answer")
     return Envelope.wrap(
-        StepAssigned(task_id="t1", goal="g", step=step), sender="test", topic=topic
+        StepAssigned(task_id=task_id, goal="g", step=step), sender="test", topic=topic
     )
 
 
 class Harness:
-    """Builds consumers for one bus implementation and reads what they saw."""
+    """Builds a bus and its consumers for one implementation, and reads what they saw."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, config: BusConfig | None = None, *, letters_path: str = ""):
         self.kind = kind
-        self.bus: Any = InProcessBus() if kind == "inprocess" else RayBus()
+        self.config = config or BusConfig(retry_backoff_s=0.001)
         self.consumers: dict[str, Any] = {}
+        if kind == "inprocess":
+            self.letters: Any = InMemoryDeadLetters()
+            self.bus: Any = InProcessBus(self.config, dead_letters=self.letters)
+        else:
+            name = f"test-dead-letters-{uuid.uuid4().hex[:8]}"
+            self.letters_actor = dead_letter_actor(letters_path or None, name=name)
+            self.letters = RayDeadLetters(self.letters_actor)
+            self.bus = RayBus(self.letters, self.config)
 
-    def add(self, topic: str, group: str, name: str, behaviour: str = "echo") -> None:
+    def add(
+        self,
+        topic: str,
+        group: str,
+        name: str,
+        behaviour: str = "echo",
+        *,
+        delay: float = 2.0,
+        ledger: Any = None,
+        capacity: int = 1024,
+    ) -> None:
         if self.kind == "inprocess":
-            consumer: Any = RecordingConsumer(name, behaviour)
+            consumer = RecordingConsumer(name, behaviour, delay=delay, ledger=ledger)
+            member: Any = ConsumerHost(consumer, name=name, capacity=capacity)
+            self.consumers[name] = (consumer, member)
         else:
             import ray
 
-            consumer = ray.remote(RecordingConsumer).options(num_cpus=0).remote(name, behaviour)
-        self.consumers[name] = consumer
-        self.bus.subscribe(topic, consumer, group=group)
+            member = (
+                ray.remote(RecordingActor)
+                .options(num_cpus=0, max_concurrency=1000)
+                .remote(name, behaviour, delay, ledger, capacity)
+            )
+            self.consumers[name] = member
+        self.bus.subscribe(topic, member, group=group)
 
     def seen(self, name: str) -> list[str]:
-        consumer = self.consumers[name]
         if self.kind == "inprocess":
-            return list(consumer.seen())
+            return self.consumers[name][0].seen()
         import ray
 
-        return list(ray.get(consumer.seen.remote()))
+        return list(ray.get(self.consumers[name].seen.remote()))
 
-    def kill(self, name: str) -> None:
-        import ray
+    def heal(self, name: str) -> None:
+        if self.kind == "inprocess":
+            self.consumers[name][0].behaviour = "echo"
+        else:
+            import ray
 
-        ray.kill(self.consumers[name], no_restart=True)
+            ray.get(self.consumers[name].heal.remote())
+
+    def remove(self, name: str) -> None:
+        """The member goes away: closed in-process, killed on Ray."""
+        if self.kind == "inprocess":
+            self.consumers[name][1].close()
+        else:
+            import ray
+
+            ray.kill(self.consumers[name], no_restart=True)
+
+    def cleanup(self) -> None:
+        if self.kind == "ray":
+            import ray
+
+            for consumer in self.consumers.values():
+                ray.kill(consumer, no_restart=True)
+            ray.kill(self.letters_actor, no_restart=True)
 
 
 @pytest.fixture(params=["inprocess", pytest.param("ray", marks=pytest.mark.ray)])
-def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+def kind(request: pytest.FixtureRequest) -> str:
     if request.param == "ray":
         request.getfixturevalue("ray_session")
-    h = Harness(request.param)
-    yield h
-    if request.param == "ray":
-        import ray
+    return str(request.param)
 
-        for consumer in h.consumers.values():
-            ray.kill(consumer, no_restart=True)
+
+@pytest.fixture
+def harness(kind: str) -> Iterator[Harness]:
+    h = Harness(kind)
+    yield h
+    h.cleanup()
 
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+# -- routing ----------------------------------------------------------------------------------
 
 
 def test_request_returns_the_reply_and_round_robins_a_group(harness: Harness) -> None:
@@ -102,29 +156,13 @@ def test_publish_reaches_one_member_of_every_group(harness: Harness) -> None:
     run(harness.bus.publish(_envelope("s1")))
     assert harness.seen("a1") + harness.seen("a2") == ["s1"]
     assert harness.seen("b1") == ["s1"]
-
-
-def test_publish_keeps_order_for_one_consumer(harness: Harness) -> None:
-    harness.add("work", "g", "a")
-
-    async def publish_all() -> None:
-        for i in range(30):
-            await harness.bus.publish(_envelope(f"s{i}"))
-
-    run(publish_all())
-    assert harness.seen("a") == [f"s{i}" for i in range(30)]
+    stats = harness.bus.stats()
+    assert stats.group("work", "g1").delivered == 1
+    assert stats.group("work", "g2").delivered == 1
 
 
 def test_publish_without_subscribers_is_a_no_op(harness: Harness) -> None:
     run(harness.bus.publish(_envelope("s1", topic="nobody")))
-
-
-def test_error_report_reply_raises_remote_agent_error(harness: Harness) -> None:
-    harness.add("work", "pool", "a", "error")
-    with pytest.raises(RemoteAgentError) as info:
-        run(harness.bus.request(_envelope("s1")))
-    assert info.value.retryable
-    assert info.value.report.code == "model_unavailable"
 
 
 def test_request_needs_exactly_one_group(harness: Harness) -> None:
@@ -150,23 +188,251 @@ def test_request_times_out(harness: Harness) -> None:
     assert info.value.retryable
 
 
-def test_crashing_handler_is_a_delivery_error(harness: Harness) -> None:
-    harness.add("work", "pool", "a", "crash")
-    with pytest.raises(DeliveryError) as info:
+# -- failures, redelivery, dead letters -------------------------------------------------------
+
+
+def test_error_report_reply_raises_remote_agent_error(harness: Harness) -> None:
+    harness.add("work", "pool", "a", "error")
+    with pytest.raises(RemoteAgentError) as info:
         run(harness.bus.request(_envelope("s1")))
-    assert info.value.code == "consumer_crashed"
-    assert "handler bug" in info.value.message
+    assert info.value.retryable
+    assert info.value.report.code == "model_unavailable"
+    assert harness.seen("a") == ["s1"]  # requests are not retried on handler errors
 
 
-@pytest.mark.ray
-def test_dead_member_is_skipped_for_the_next(ray_session: None) -> None:
-    harness = Harness("ray")
+def test_crashing_handler_comes_back_as_a_report_not_a_traceback(harness: Harness) -> None:
+    harness.add("work", "pool", "a", "crash")
+    with pytest.raises(RemoteAgentError) as info:
+        run(harness.bus.request(_envelope("s1")))
+    assert info.value.report.code == "internal_error"
+    assert "handler bug" in info.value.report.message
+    assert not info.value.retryable
+
+
+def test_a_failed_publish_is_redelivered_until_handled(harness: Harness) -> None:
+    harness.add("work", "pool", "a", "flaky")
+    run(harness.bus.publish(_envelope("s1")))
+    assert harness.seen("a") == ["s1", "s1"]
+    stats = harness.bus.stats().group("work", "pool")
+    assert (stats.delivered, stats.redeliveries, stats.dead_lettered) == (1, 1, 0)
+    assert run(harness.letters.list()) == []
+
+
+def test_after_max_attempts_a_message_is_dead_and_can_be_replayed(harness: Harness) -> None:
+    harness.add("work", "pool", "a", "error")
+    envelope = _envelope("s1")
+    run(harness.bus.publish(envelope))
+    assert harness.seen("a") == ["s1"] * harness.config.max_attempts
+    letters = run(harness.letters.list("work"))
+    assert [d.envelope.message_id for d in letters] == [envelope.message_id]
+    assert letters[0].error.code == "model_unavailable"
+    assert letters[0].attempts == harness.config.max_attempts
+    assert letters[0].topic == "dead.work"
+    assert harness.bus.stats().group("work", "pool").dead_lettered == 1
+    harness.heal("a")
+    run(harness.bus.replay(envelope.message_id))
+    assert harness.seen("a")[-1] == "s1"
+    assert run(harness.letters.list()) == []
+
+
+def test_a_non_retryable_failure_is_dead_at_once(harness: Harness) -> None:
+    harness.add("work", "pool", "a", "fatal")
+    run(harness.bus.publish(_envelope("s1")))
+    assert harness.seen("a") == ["s1"]
+    (letter,) = run(harness.letters.list())
+    assert letter.error.code == "bad_input" and letter.attempts == 1
+
+
+def test_a_redelivered_message_is_handled_once_per_consumer(harness: Harness) -> None:
+    harness.add("work", "pool", "a")
+    envelope = _envelope("s1")
+    first = run(harness.bus.request(envelope))
+    again = run(harness.bus.request(envelope.model_copy(update={"attempt": 2})))
+    assert harness.seen("a") == ["s1"]
+    assert again.message_id == first.message_id
+
+
+def test_a_gone_member_is_skipped_for_the_next(harness: Harness) -> None:
     harness.add("work", "pool", "a")
     harness.add("work", "pool", "b")
-    harness.kill("a")
+    harness.remove("a")
     replies = [run(harness.bus.request(_envelope(f"s{i}"))) for i in range(3)]
     assert [r.payload.output for r in replies] == ["b", "b", "b"]
-    harness.kill("b")
+    assert harness.bus.stats().group("work", "pool").members == 1
+    harness.remove("b")
     with pytest.raises(DeliveryError, match="no live member") as info:
         run(harness.bus.request(_envelope("s9")))
     assert info.value.retryable
+
+
+# -- ordering and batches ---------------------------------------------------------------------
+
+
+def test_messages_of_one_task_are_handled_in_publish_order(harness: Harness) -> None:
+    harness.add("work", "pool", "a")
+    harness.add("work", "pool", "b")
+
+    async def interleaved() -> None:
+        # Concurrent publishes of two tasks from one producer, started in order.
+        await asyncio.gather(
+            *(
+                harness.bus.publish(_envelope(f"{task}-{i}", task_id=task))
+                for i in range(10)
+                for task in ("x", "y")
+            )
+        )
+
+    run(interleaved())
+    for task in ("x", "y"):
+        order = [s for s in harness.seen("a") + harness.seen("b") if s.startswith(task)]
+        assert order == [f"{task}-{i}" for i in range(10)]
+        # one task's messages stay with one member
+        assert any(all(s in harness.seen(m) for s in order) for m in ("a", "b"))
+
+
+def test_publish_batch_delivers_everything_in_task_order(harness: Harness) -> None:
+    harness.add("work", "pool", "a")
+    harness.add("work", "pool", "b")
+    envelopes = [_envelope(f"t{t}-{i}", task_id=f"t{t}") for i in range(20) for t in range(4)]
+    run(harness.bus.publish_batch(envelopes))
+    seen = harness.seen("a") + harness.seen("b")
+    assert sorted(seen) == sorted(e.payload.step.id for e in envelopes)
+    for t in range(4):
+        mine = [s for s in harness.seen("a") if s.startswith(f"t{t}-")] or [
+            s for s in harness.seen("b") if s.startswith(f"t{t}-")
+        ]
+        assert mine == [f"t{t}-{i}" for i in range(20)]
+    assert harness.bus.stats().group("work", "pool").delivered == len(envelopes)
+
+
+def test_a_failure_inside_a_batch_keeps_task_order(harness: Harness) -> None:
+    harness.add("work", "pool", "a", "flaky")
+    envelopes = [_envelope(f"s{i}") for i in range(4)]
+    run(harness.bus.publish_batch(envelopes))
+    # s0 failed once; s1..s3 were skipped then, and everything went again in order
+    assert harness.seen("a") == ["s0", "s0", "s1", "s1", "s2", "s2", "s3", "s3"]
+    assert run(harness.letters.list()) == []
+
+
+# -- backpressure -----------------------------------------------------------------------------
+
+
+def test_a_full_group_raises_when_configured_to(kind: str) -> None:
+    harness = Harness(kind, BusConfig(max_in_flight=1, on_full="raise"))
+    try:
+        harness.add("work", "pool", "a", "slow", delay=0.5)
+
+        async def two() -> list[Any]:
+            return await asyncio.gather(
+                harness.bus.publish(_envelope("s1", task_id="x")),
+                harness.bus.publish(_envelope("s2", task_id="y")),
+                return_exceptions=True,
+            )
+
+        outcomes = run(two())
+        assert outcomes[0] is None
+        assert isinstance(outcomes[1], BackPressureError)
+        assert "max_in_flight=1" in outcomes[1].message
+    finally:
+        harness.cleanup()
+
+
+def test_a_full_group_makes_publish_wait_then_give_up(kind: str) -> None:
+    harness = Harness(kind, BusConfig(max_in_flight=1, on_full="wait", full_timeout_s=0.2))
+    try:
+        harness.add("work", "pool", "a", "slow", delay=0.6)
+
+        async def scenario() -> tuple[Any, int]:
+            first = asyncio.ensure_future(harness.bus.publish(_envelope("s1", task_id="x")))
+            await asyncio.sleep(0.05)
+            second = asyncio.ensure_future(harness.bus.publish(_envelope("s2", task_id="y")))
+            await asyncio.sleep(0.05)
+            queued = harness.bus.stats().group("work", "pool").queued
+            results = await asyncio.gather(first, second, return_exceptions=True)
+            return results, queued
+
+        (first, second), queued = run(scenario())
+        assert queued == 1  # the waiting publish is visible as queue depth
+        assert first is None
+        assert isinstance(second, BackPressureError)
+        assert harness.seen("a") == ["s1"]
+    finally:
+        harness.cleanup()
+
+
+def test_a_full_consumer_refuses_and_the_bus_waits_for_room(kind: str) -> None:
+    harness = Harness(kind)
+    try:
+        harness.add("work", "pool", "a", "slow", delay=0.2, capacity=1)
+
+        async def two() -> None:
+            await asyncio.gather(
+                harness.bus.publish(_envelope("s1", task_id="x")),
+                harness.bus.publish(_envelope("s2", task_id="y")),
+            )
+
+        run(two())
+        assert sorted(harness.seen("a")) == ["s1", "s2"]
+    finally:
+        harness.cleanup()
+
+
+# -- Ray only: processes die ------------------------------------------------------------------
+
+
+@pytest.mark.ray
+def test_killing_a_consumer_mid_handler_redelivers_and_the_effect_happens_once(
+    ray_session: None,
+) -> None:
+    import ray
+
+    from tests.protocols.bus_consumers import Ledger
+
+    ledger = ray.remote(Ledger).options(num_cpus=0).remote()
+    harness = Harness("ray")
+    try:
+        envelope = _envelope("s1", task_id="t-kill")
+        harness.add("work", "pool", "a", "effect", delay=30.0, ledger=ledger)
+        harness.add("work", "pool", "b", "effect", delay=0.0, ledger=ledger)
+        # The task's messages go to one member first; make sure that is the one we kill.
+        first = harness.bus._topics["work"]["pool"].sticky("t-kill")[0]
+        victim = next(n for n, h in harness.consumers.items() if h == first)
+
+        async def publish_and_kill() -> None:
+            job = asyncio.ensure_future(harness.bus.publish(envelope))
+            while not ray.get(ledger.read.remote())[0]:
+                await asyncio.sleep(0.05)  # the victim has done its effect and is sleeping
+            ray.kill(harness.consumers[victim], no_restart=True)
+            await job
+
+        run(publish_and_kill())
+        effects, writes = ray.get(ledger.read.remote())
+        assert list(effects) == [envelope.message_id]  # exactly one effect
+        assert writes == 2  # both members ran the handler; the key made the effect idempotent
+        assert harness.bus.stats().group("work", "pool").redeliveries == 1
+    finally:
+        harness.cleanup()
+        ray.kill(ledger, no_restart=True)
+
+
+@pytest.mark.ray
+def test_killing_the_dead_letter_actor_loses_no_acknowledged_letter(
+    ray_session: None, tmp_path: Any
+) -> None:
+    import ray
+
+    path = str(tmp_path / "dead.jsonl")
+    harness = Harness("ray", letters_path=path)
+    try:
+        harness.add("work", "pool", "a", "fatal")
+        envelopes = [_envelope(f"s{i}", task_id=f"t{i}") for i in range(3)]
+        for envelope in envelopes:
+            run(harness.bus.publish(envelope))
+        ray.kill(harness.letters_actor, no_restart=False)  # Ray restarts it; it reloads
+        letters = run(harness.letters.list())
+        assert [d.envelope.message_id for d in letters] == [e.message_id for e in envelopes]
+        harness.heal("a")
+        run(harness.bus.replay(envelopes[0].message_id))
+        assert len(run(harness.letters.list())) == 2
+    finally:
+        harness.cleanup()
