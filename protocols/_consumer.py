@@ -10,11 +10,11 @@ import asyncio
 from collections import OrderedDict
 from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from protocols._bus_types import Consumer
 from protocols.errors import DeliveryError, ErrorReport
-from protocols.messages import Envelope
+from protocols.messages import Envelope, describe_validation_error
 
 SKIPPED: Final = "skipped"
 """Batch result for a message not attempted because an earlier one of its task failed."""
@@ -101,6 +101,24 @@ class ConsumerHost:
             del self._running[key]
         future.set_result(reply)
         return reply
+
+    async def deliver_json(self, data: str | bytes) -> Envelope | ErrorReport | None:
+        """Entry point for envelopes from outside (JSON): invalid input is an error report.
+
+        Nothing a sender writes can crash the consumer: the envelope is validated first, and a
+        refusal names every bad field.
+        """
+        try:
+            envelope = Envelope.model_validate_json(data)
+        except ValidationError as exc:
+            return ErrorReport(
+                sender=self._name,
+                code="invalid_message",
+                error_type="MessageValidationError",
+                message=describe_validation_error(exc),
+                retryable=False,
+            )
+        return await self.deliver(envelope)
 
     async def deliver_batch(self, envelopes: list[Envelope]) -> list[BatchResult]:
         """Handles envelopes in order; after a failure, later ones of that task are skipped.

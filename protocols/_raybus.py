@@ -19,7 +19,7 @@ from protocols._bus import DeliveryCore, MemberGone
 from protocols._bus_types import BusConfig, Consumer
 from protocols._consumer import BatchResult, ConsumerHost, ConsumerStats
 from protocols._deadletters import DeadLetter, DeadLetterSink, DeadLetterStore
-from protocols.errors import DeliveryError, TroupeError
+from protocols.errors import DeliveryError, ErrorReport, TroupeError
 from protocols.messages import Envelope
 
 # A member that cannot be reached is skipped for the next one.
@@ -84,6 +84,10 @@ class ConsumerActor:
     async def deliver_batch(self, envelopes: list[Envelope]) -> list[BatchResult]:
         """Bus entry point: several messages, in order."""
         return await self._host.deliver_batch(envelopes)
+
+    async def deliver_json(self, data: str | bytes) -> Envelope | ErrorReport | None:
+        """Entry point for envelopes as JSON from outside; see ``ConsumerHost.deliver_json``."""
+        return await self._host.deliver_json(data)
 
     def stats(self) -> ConsumerStats:
         """Consumer-side counters."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -131,3 +133,46 @@ def test_random_payloads_are_refused_cleanly(payload: dict[str, object], kind: s
 def test_random_bytes_are_refused_cleanly(data: bytes) -> None:
     with pytest.raises(MessageValidationError):
         parse_message(data)
+
+
+class _Echo:
+    async def deliver(self, envelope: Envelope) -> Envelope | None:
+        return envelope.reply(envelope.payload, sender="echo")
+
+
+def _good_envelope_json() -> str:
+    task = TaskSubmitted(task_id="t1", goal="g")
+    return Envelope.wrap(task, sender="test", topic="t").model_dump_json()
+
+
+@pytest.fixture(scope="module")
+def fuzzed_actor(ray_session: None) -> Iterator[Any]:
+    import ray
+
+    from protocols import ConsumerActor
+
+    actor = ray.remote(ConsumerActor).options(num_cpus=0).remote(_Echo, name="fuzzed")
+    yield actor
+    ray.kill(actor, no_restart=True)
+
+
+@pytest.mark.ray
+@settings(max_examples=60, deadline=None)
+@given(
+    junk=st.one_of(
+        st.binary(max_size=120),
+        st.dictionaries(st.text(max_size=8), _json, max_size=5).map(json.dumps),
+        st.text(max_size=80).map(lambda t: _good_envelope_json().replace('"g"', json.dumps(t))),
+        st.sampled_from(["", "null", "[]", '{"payload": {}}', '{"schema_version": "9.0"}']),
+    )
+)
+def test_a_consumer_actor_survives_any_payload(fuzzed_actor: Any, junk: str | bytes) -> None:
+    import ray
+
+    reply = ray.get(fuzzed_actor.deliver_json.remote(junk))
+    if isinstance(reply, ErrorReport):
+        assert reply.code == "invalid_message"
+        assert reply.message.startswith("invalid message")
+    else:  # a text goal that made a valid envelope is handled normally
+        assert isinstance(reply, Envelope)
+    assert ray.get(fuzzed_actor.stats.remote()).name == "fuzzed"  # alive and answering
