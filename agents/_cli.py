@@ -54,15 +54,53 @@ def _parser() -> argparse.ArgumentParser:
     protocol_sub = protocol.add_subparsers(required=True, metavar="WHAT")
     schema = protocol_sub.add_parser("schema", help="print the JSON Schema of every message")
     schema.set_defaults(func=_cmd_protocol_schema)
+    up = sub.add_parser("up", help="serve the OpenAI-compatible model API until Ctrl-C")
+    up.add_argument("--config", type=Path, help="settings file (YAML, JSON or TOML)")
+    up.add_argument("--port", type=int, help="HTTP port of the model API (default 8000)")
+    up.set_defaults(func=_cmd_up)
     return parser
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _settings(args: argparse.Namespace) -> TroupeSettings:
+    """The settings file (if any) with the command line's overrides."""
     settings = TroupeSettings.load(args.config)
     if args.port is not None:
         settings = settings.model_copy(
             update={"serve": settings.serve.model_copy(update={"port": args.port})}
         )
+    return settings
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    """Deploys the model app (starting or joining Ray), prints its URL, serves until Ctrl-C.
+
+    Only this app is deleted on the way out; Ray is shut down only if this command started it.
+    """
+    settings = _settings(args)
+    with _ray(settings), _models(settings) as base_url:
+        names = ", ".join(model.name for model in settings.serve.models)
+        print(f"troupe models: {base_url} ({names}); Ctrl-C stops", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            wait_for_interrupt()
+    print("troupe models: stopped", flush=True)
+    return 0
+
+
+def wait_for_interrupt() -> None:
+    """Blocks until Ctrl-C or SIGTERM (both end as ``KeyboardInterrupt``)."""
+    import signal
+    import threading
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+    threading.Event().wait()
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
     task = _task(settings, goal=args.goal, max_steps=args.max_steps)
     started = time.monotonic()
     outcome = run_task(settings, task)

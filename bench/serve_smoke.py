@@ -20,7 +20,7 @@ from typing import Any
 import openai
 import ray
 
-from serve import ModelSettings, ServeSettings, deploy, shutdown
+from serve import LlamaCppSettings, ServeSettings, deploy, shutdown
 
 PROMPT = [{"role": "user", "content": "Describe a lighthouse in two sentences."}]
 
@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     args = parser.parse_args()
 
-    model = ModelSettings(n_threads=args.threads, num_cpus=0.5, n_ctx=2048)
+    model = LlamaCppSettings(n_threads=args.threads, num_cpus=0.5, n_ctx=2048)
     settings = ServeSettings(port=_free_port(), app_name="troupe-models-bench", models=[model])
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

@@ -1,4 +1,5 @@
-"""OpenAI-compatible model serving on Ray Serve, backed by llama.cpp and the bundled model.
+"""OpenAI-compatible model serving on Ray Serve: llama.cpp chat, sentence-transformers
+embeddings, passthrough to external APIs, with fallbacks between models.
 
 Quick start (a Ray is started or joined by ``deploy``)::
 
@@ -11,7 +12,14 @@ Or with the Serve CLI: ``serve run serve/config.yaml``.
 
 from serve._api import EngineBackend, ModelBackend, create_app
 from serve._app import app_builder, build_app, deploy, shutdown
-from serve._engine import Engine, bundled_model_path, create_engine
+from serve._embedding_types import (
+    Embedding,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingUsage,
+    EncodingFormat,
+)
+from serve._engine import Engine, bundled_embedding_model_path, bundled_model_path, create_engine
 from serve._errors import (
     APIError,
     APIErrorReport,
@@ -24,8 +32,17 @@ from serve._errors import (
     ModelNotFoundError,
     ModelUnavailableError,
 )
+from serve._fallback import FallbackBackend
 from serve._llama_cpp import LlamaCppEngine
-from serve._settings import ModelSettings, ServeSettings
+from serve._passthrough import PassthroughEngine
+from serve._sentence_transformers import SentenceTransformersEngine
+from serve._settings import (
+    LlamaCppSettings,
+    ModelSettings,
+    PassthroughSettings,
+    SentenceTransformersSettings,
+    ServeSettings,
+)
 from serve._types import (
     AssistantMessage,
     ChatCompletionChoice,
@@ -36,14 +53,22 @@ from serve._types import (
     ChunkChoice,
     ChunkDelta,
     CompletionUsage,
+    FunctionCall,
+    FunctionDefinition,
     JsonObjectResponseFormat,
     JsonSchemaResponseFormat,
     JsonSchemaSpec,
     ModelCard,
     ModelList,
+    NamedFunction,
+    NamedToolChoice,
     ResponseFormat,
     StreamOptions,
     TextResponseFormat,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolDefinition,
 )
 
 __all__ = [
@@ -60,28 +85,48 @@ __all__ = [
     "ChunkDelta",
     "CompletionUsage",
     "ContextLengthExceededError",
+    "Embedding",
+    "EmbeddingRequest",
+    "EmbeddingResponse",
+    "EmbeddingUsage",
+    "EncodingFormat",
     "Engine",
     "EngineBackend",
     "EngineFailedError",
     "ErrorDetail",
     "ErrorResponse",
+    "FallbackBackend",
+    "FunctionCall",
+    "FunctionDefinition",
     "InvalidRequestError",
     "JsonObjectResponseFormat",
     "JsonSchemaResponseFormat",
     "JsonSchemaSpec",
     "LlamaCppEngine",
+    "LlamaCppSettings",
     "ModelBackend",
     "ModelCard",
     "ModelList",
     "ModelNotFoundError",
     "ModelSettings",
     "ModelUnavailableError",
+    "NamedFunction",
+    "NamedToolChoice",
+    "PassthroughEngine",
+    "PassthroughSettings",
     "ResponseFormat",
+    "SentenceTransformersEngine",
+    "SentenceTransformersSettings",
     "ServeSettings",
     "StreamOptions",
     "TextResponseFormat",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolChoice",
+    "ToolDefinition",
     "app_builder",
     "build_app",
+    "bundled_embedding_model_path",
     "bundled_model_path",
     "create_app",
     "create_engine",

@@ -8,6 +8,7 @@ OpenAI's shape; bad input is a 4xx that names the field, never a 500.
 from __future__ import annotations
 
 import hmac
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Protocol
@@ -17,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serve._embedding_types import EmbeddingRequest, EmbeddingResponse
 from serve._engine import Engine
 from serve._errors import (
     APIError,
@@ -50,6 +52,10 @@ class ModelBackend(Protocol):
         """Like ``chat``, as chunks (see ``Engine.chat_stream``); errors before the first one."""
         ...
 
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        """Embeds the texts of a request whose ``model`` is one of ``model_ids()``."""
+        ...
+
     async def check_health(self) -> None:
         """Returns when every model can serve; raises otherwise."""
         ...
@@ -77,6 +83,10 @@ class EngineBackend:
         """Streams the request from the engine of ``request.model``."""
         return self._engines[request.model].chat_stream(request)
 
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        """Embeds on the engine of ``request.model``."""
+        return await self._engines[request.model].embed(request)
+
     async def check_health(self) -> None:
         """Checks every engine."""
         for engine in self._engines.values():
@@ -91,7 +101,8 @@ def create_app(backend: ModelBackend, *, api_keys: Sequence[str] = ()) -> FastAP
         api_keys: Bearer tokens accepted on ``/v1/*``; empty means no authentication.
 
     Returns:
-        A FastAPI app with ``GET /v1/models``, ``POST /v1/chat/completions`` and ``GET /health``.
+        A FastAPI app with ``GET /v1/models``, ``POST /v1/chat/completions``,
+        ``POST /v1/embeddings`` and ``GET /health``.
     """
     app = FastAPI(title="troupe models", summary="OpenAI-compatible model API")
     _install_error_handlers(app)
@@ -110,6 +121,11 @@ def create_app(backend: ModelBackend, *, api_keys: Sequence[str] = ()) -> FastAP
         if request.stream:
             return await _stream_response(backend, request)
         return await backend.chat(request)
+
+    @v1.post("/embeddings", response_model=EmbeddingResponse)
+    async def embeddings(request: EmbeddingRequest) -> EmbeddingResponse:
+        _require_model(backend, request.model)
+        return await backend.embed(request)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -245,22 +261,27 @@ def _describe(problem: Any) -> tuple[str | None, str]:
     if kind == "missing" and not location:
         return None, "a JSON request body is required"
     if kind in ("model_attributes_type", "dict_type") and not location:
-        return None, "the body must be a JSON object with `model` and `messages`"
+        return None, "the body must be a JSON object"
     # Pydantic prefixes errors from our own validators with "Value error, ".
     text = str(problem.get("msg", "invalid value")).removeprefix("Value error, ")
     return (".".join(_drop_union_tag(location)) or None), text
 
 
 def _drop_union_tag(location: list[str]) -> list[str]:
-    """Removes the discriminator pydantic puts in the path of a tagged union member's field.
+    """Removes the member names pydantic puts in the path of a union field's error.
 
     ``response_format.json_schema.json_schema.name`` names the field the client wrote as
-    ``response_format.json_schema.name``.
+    ``response_format.json_schema.name``; ``input.list[str].2`` is ``input.2``.
     """
     tags = ("text", "json_object", "json_schema")
     if len(location) > 2 and location[0] == "response_format" and location[1] in tags:
         return [location[0], *location[2:]]
-    return location
+    return [part for part in location if not _UNION_MEMBER.match(part)]
+
+
+# Union members in error paths: `str`, `list[str]`, `literal['none','auto']`, `NamedToolChoice`.
+# Field names are lowercase and list positions are digits, so neither is ever dropped.
+_UNION_MEMBER = re.compile(r"^(str|int|float|bool|list\[.*\]|literal\[.*\]|[A-Z]\w*)$")
 
 
 async def _http_error_response(_: Request, error: Exception) -> JSONResponse:

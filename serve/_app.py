@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -27,14 +28,17 @@ from ray.serve.exceptions import (
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from serve._api import create_app
+from serve._embedding_types import EmbeddingRequest, EmbeddingResponse
 from serve._engine import Engine, create_engine
 from serve._errors import APIError, APIErrorReport, EngineFailedError, ModelUnavailableError
-from serve._settings import ModelSettings, ServeSettings
+from serve._fallback import FallbackBackend
+from serve._settings import ModelSettings, SentenceTransformersSettings, ServeSettings
 from serve._types import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse
 
 INGRESS_DEPLOYMENT = "openai-ingress"
 # Serve health-checks every replica on its own; this only bounds `GET /health` on the ingress.
 HEALTH_TIMEOUT_S = 10.0
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 # Failures that mean "no replica could take the request now", as opposed to a bug in one.
 _UNAVAILABLE = (
     BackPressureError,
@@ -58,6 +62,13 @@ class ModelDeployment:
         """Answers one request; API errors are returned as values, not raised across Ray."""
         try:
             return await self._engine.chat(request)
+        except APIError as error:
+            return error.to_report()
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse | APIErrorReport:
+        """Embeds one request's texts; API errors are returned as values."""
+        try:
+            return await self._engine.embed(request)
         except APIError as error:
             return error.to_report()
 
@@ -105,6 +116,15 @@ class HandleBackend:
         if isinstance(outcome, APIErrorReport):
             raise APIError.from_report(outcome)
         assert isinstance(outcome, ChatCompletionResponse)
+        return outcome
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        """Embeds on the model's deployment."""
+        with _replica_errors(request.model):
+            outcome = await self._handles[request.model].embed.remote(request)
+        if isinstance(outcome, APIErrorReport):
+            raise APIError.from_report(outcome)
+        assert isinstance(outcome, EmbeddingResponse)
         return outcome
 
     async def chat_stream(
@@ -156,10 +176,16 @@ class OpenAIIngress:
     Args:
         handles: Deployment handle of each model, by model id.
         api_keys: Bearer tokens accepted on ``/v1/*``; empty means no authentication.
+        fallbacks: For each model id, the models tried next when it fails.
     """
 
-    def __init__(self, handles: Mapping[str, DeploymentHandle], api_keys: Sequence[str]) -> None:
-        self._backend = HandleBackend(handles)
+    def __init__(
+        self,
+        handles: Mapping[str, DeploymentHandle],
+        api_keys: Sequence[str],
+        fallbacks: Mapping[str, Sequence[str]],
+    ) -> None:
+        self._backend = FallbackBackend(HandleBackend(handles), fallbacks)
         self._api_keys = list(api_keys)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -183,7 +209,8 @@ def build_app(settings: ServeSettings) -> serve.Application:
         ray_actor_options={"num_cpus": settings.ingress_num_cpus},
         max_ongoing_requests=settings.ingress_max_ongoing_requests,
     )(OpenAIIngress)
-    return ingress.bind(handles, settings.api_keys)
+    fallbacks = {model.name: model.fallbacks for model in settings.models}
+    return ingress.bind(handles, settings.api_keys, fallbacks)
 
 
 def _model_app(model: ModelSettings) -> serve.Application:
@@ -192,9 +219,13 @@ def _model_app(model: ModelSettings) -> serve.Application:
 
 def model_deployment_options(model: ModelSettings) -> dict[str, Any]:
     """Serve deployment options for ``model``: resources, concurrency, replicas or autoscaling."""
+    actor_options: dict[str, Any] = {"num_cpus": model.num_cpus, "num_gpus": model.num_gpus}
+    if isinstance(model, SentenceTransformersSettings):
+        # Weights come from a local directory; a hub lookup would hang on an offline machine.
+        actor_options["runtime_env"] = {"env_vars": OFFLINE_ENV}
     options: dict[str, Any] = {
         "name": model.deployment_name,
-        "ray_actor_options": {"num_cpus": model.num_cpus, "num_gpus": model.num_gpus},
+        "ray_actor_options": actor_options,
         "max_ongoing_requests": model.max_ongoing_requests,
     }
     if model.autoscaling:
@@ -214,7 +245,7 @@ def app_builder(args: dict[str, Any]) -> serve.Application:
     ``host`` and ``port`` in ``args`` are ignored there: the config file's ``http_options``
     decide where the proxy listens.
     """
-    return build_app(ServeSettings.model_validate(args))
+    return build_app(ServeSettings.model_validate(args).with_secrets(os.environ))
 
 
 def deploy(settings: ServeSettings) -> str:
@@ -222,6 +253,7 @@ def deploy(settings: ServeSettings) -> str:
 
     Connects to the Ray that is already initialised in this process, or starts one.
     ``serve.start`` keeps the HTTP options of a Serve instance that is already running.
+    API keys of passthrough models named by ``api_key_env`` are read from the environment here.
 
     Args:
         settings: What to serve and where.
@@ -229,8 +261,9 @@ def deploy(settings: ServeSettings) -> str:
     Returns:
         The base URL for an OpenAI client, e.g. ``http://127.0.0.1:8000/v1``.
     """
+    app = build_app(settings.with_secrets(os.environ))
     serve.start(http_options={"host": settings.host, "port": settings.port})
-    serve.run(build_app(settings), name=settings.app_name, route_prefix=settings.route_prefix)
+    serve.run(app, name=settings.app_name, route_prefix=settings.route_prefix)
     return settings.base_url
 
 

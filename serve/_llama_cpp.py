@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, assert_never
 from protocols import ConfigurationError
 from serve._engine import Engine, bundled_model_path
 from serve._errors import ContextLengthExceededError, InvalidRequestError, ModelUnavailableError
-from serve._settings import ModelSettings
+from serve._settings import LlamaCppSettings
+from serve._tools import call_schema, parse_reply, prompt_messages, tool_grammar
 from serve._types import (
     AssistantMessage,
     ChatCompletionChoice,
@@ -51,6 +52,7 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 SCHEMA_PARAM = "response_format.json_schema.schema"
+TOOLS_PARAM = "tools"
 # Sampler settings clients cannot set; llama-cpp-python's create_completion defaults.
 TOP_K = 40
 MIN_P = 0.05
@@ -103,7 +105,7 @@ class LlamaCppEngine(Engine):
         ConfigurationError: The model file is missing or llama.cpp cannot load it.
     """
 
-    def __init__(self, settings: ModelSettings) -> None:
+    def __init__(self, settings: LlamaCppSettings) -> None:
         import llama_cpp  # deferred: the `local` extra is optional for everything but serving
 
         path = Path(settings.path) if settings.path else bundled_model_path()
@@ -142,14 +144,15 @@ class LlamaCppEngine(Engine):
         """Generates one reply; waits for earlier requests on this engine to finish first."""
         async with self._async_lock:
             completion = await asyncio.to_thread(self._run, request)
+        message = AssistantMessage(content=completion.text)
+        finish_reason = completion.finish_reason
+        if request.active_tools:
+            reply = parse_reply(completion.text, finish_reason=completion.finish_reason)
+            message = AssistantMessage(content=reply.content, tool_calls=reply.tool_calls)
+            finish_reason = reply.finish_reason
         return ChatCompletionResponse(
             model=self._model_id,
-            choices=[
-                ChatCompletionChoice(
-                    message=AssistantMessage(content=completion.text),
-                    finish_reason=completion.finish_reason,
-                )
-            ],
+            choices=[ChatCompletionChoice(message=message, finish_reason=finish_reason)],
             usage=_usage(completion),
         )
 
@@ -158,8 +161,14 @@ class LlamaCppEngine(Engine):
     ) -> AsyncIterator[ChatCompletionChunk]:
         """Generates one reply token by token (see ``Engine.chat_stream`` for the chunk order).
 
-        Closing the stream early (client gone) stops generation at the next token.
+        Closing the stream early (client gone) stops generation at the next token. With tools,
+        the reply is generated whole and then sent as chunks (the text, or one chunk per call):
+        whether it is a call is only known once it is complete.
         """
+        if request.active_tools:
+            async for chunk in super().chat_stream(request):
+                yield chunk
+            return
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[_StreamEvent] = asyncio.Queue()
         cancelled = threading.Event()
@@ -227,8 +236,8 @@ class LlamaCppEngine(Engine):
 
     def _plan(self, llm: llama_cpp.Llama, request: ChatCompletionRequest) -> _Plan:
         """Formats and checks the request; raises ``APIError`` for what the client must fix."""
-        # llama-cpp types messages as TypedDicts; ours are validated pydantic dumps.
-        messages: list[Any] = [m.model_dump(exclude_none=True) for m in request.messages]
+        # llama-cpp types messages as TypedDicts; ours are plain role/content dicts.
+        messages: list[Any] = prompt_messages(request)
         formatted = self._formatter(messages=messages)
         # Same tokenisation as llama-cpp's own chat handler, so the count is exact.
         prompt = llm.tokenize(
@@ -244,7 +253,7 @@ class LlamaCppEngine(Engine):
             frequency_penalty=request.frequency_penalty or 0.0,
             stop=request.stop_sequences,
             seed=seed,
-            grammar=self._grammars.for_format(request.response_format),
+            grammar=self._grammars.for_request(request),
         )
 
     def _completion_budget(self, prompt_tokens: int, requested: int | None) -> int:
@@ -430,7 +439,15 @@ class _Grammars:
         self._llm = llm
         # Agents send the same few schemas over and over; converting one is pure Python work.
         self._for_schema = functools.lru_cache(maxsize=64)(self._build_schema_grammar)
+        self._for_tools = functools.lru_cache(maxsize=64)(self._build_tool_grammar)
         self._json: llama_cpp.LlamaGrammar | None = None
+
+    def for_request(self, request: ChatCompletionRequest) -> llama_cpp.LlamaGrammar | None:
+        """The grammar of the request's tools if any are active, else of its response format."""
+        if request.active_tools:
+            schema = json.dumps(call_schema(request), sort_keys=True)
+            return self._for_tools(schema, not request.tool_call_required)
+        return self.for_format(request.response_format)
 
     def for_format(self, response_format: ResponseFormat | None) -> llama_cpp.LlamaGrammar | None:
         """The grammar for ``response_format``; None for free text."""
@@ -449,16 +466,14 @@ class _Grammars:
                 assert_never(response_format)
 
     def _build_schema_grammar(self, schema_json: str) -> llama_cpp.LlamaGrammar:
-        from llama_cpp.llama_grammar import json_schema_to_gbnf
+        text = _schema_gbnf(schema_json, param=SCHEMA_PARAM)
+        return self._checked(text, param=SCHEMA_PARAM)
 
-        try:
-            text = json_schema_to_gbnf(schema_json)
-        except Exception as error:  # the converter raises bare Exceptions/asserts on bad input
-            raise InvalidRequestError(
-                f"{SCHEMA_PARAM} is not supported: {type(error).__name__}: {error}",
-                param=SCHEMA_PARAM,
-            ) from error
-        return self._checked(strict_json_strings(text), param=SCHEMA_PARAM)
+    def _build_tool_grammar(
+        self, call_schema_json: str, allow_text: bool
+    ) -> llama_cpp.LlamaGrammar:
+        text = _schema_gbnf(call_schema_json, param=TOOLS_PARAM)
+        return self._checked(tool_grammar(text, allow_text=allow_text), param=TOOLS_PARAM)
 
     def _checked(self, text: str, *, param: str) -> llama_cpp.LlamaGrammar:
         import llama_cpp
@@ -483,6 +498,19 @@ _STRICT_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
 def strict_json_strings(grammar: str) -> str:
     """The grammar with JSON string characters limited to what JSON allows unescaped."""
     return grammar.replace(_LOOSE_CHAR, _STRICT_CHAR)
+
+
+def _schema_gbnf(schema_json: str, *, param: str) -> str:
+    """GBNF of a JSON schema; raises ``InvalidRequestError`` naming ``param`` if unsupported."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    try:
+        text = json_schema_to_gbnf(schema_json)
+    except Exception as error:  # the converter raises bare Exceptions/asserts on bad input
+        raise InvalidRequestError(
+            f"{param} is not supported: {type(error).__name__}: {error}", param=param
+        ) from error
+    return strict_json_strings(text)
 
 
 def _json_grammar_text() -> str:

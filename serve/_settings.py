@@ -3,27 +3,103 @@
 from __future__ import annotations
 
 import re
-from typing import Literal, Self
+from collections.abc import Mapping
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+from protocols import ConfigurationError
 
 DEFAULT_MODEL_NAME = "smollm2-135m"
+DEFAULT_EMBEDDING_MODEL_NAME = "minilm-l6-v2"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
 
 
-class ModelSettings(BaseModel):
-    """One served model: which engine loads it, from where, and how its replicas scale.
+class _DeploymentSettings(BaseModel):
+    """What every served model has, whatever its engine: its id, resources and scaling.
 
     Every replica of the model's deployment loads its own copy of the weights, so ``num_cpus``
-    and ``n_threads`` are per replica.
+    and thread counts are per replica.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=NAME_PATTERN,
+        description="Model id clients send in the `model` field and see in `/v1/models`.",
+    )
+    num_cpus: float = Field(
+        default=1.0,
+        ge=0,
+        description="Logical CPUs Ray reserves per replica; fractional so small machines schedule.",
+    )
+    num_gpus: float = Field(default=0, ge=0, description="GPUs Ray reserves per replica.")
+    max_ongoing_requests: int = Field(
+        default=16,
+        ge=1,
+        description=(
+            "Requests one replica accepts at once; the engine runs them one by one, the rest wait "
+            "in the replica. Serve's default of 5 makes bursts queue at the router instead."
+        ),
+    )
+    min_replicas: int = Field(default=1, ge=0, description="Fewest replicas (autoscaling floor).")
+    max_replicas: int = Field(
+        default=1,
+        ge=1,
+        description="Most replicas; autoscaling is on only when this exceeds `min_replicas`.",
+    )
+    target_ongoing_requests: float = Field(
+        default=2,
+        gt=0,
+        description="Ongoing requests per replica the autoscaler aims for.",
+    )
+    fallbacks: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Other configured model names tried in order when this one fails (unreachable, "
+            "5xx, timeout); request errors (4xx) are not retried elsewhere."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _replicas_in_order(self) -> Self:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(
+                f"max_replicas ({self.max_replicas}) must be >= min_replicas ({self.min_replicas})"
+            )
+        if self.name in self.fallbacks:
+            raise ValueError(f"model {self.name!r} lists itself among its fallbacks")
+        return self
+
+    @property
+    def autoscaling(self) -> bool:
+        """Whether Serve should autoscale this model (``max_replicas > min_replicas``)."""
+        return self.max_replicas > self.min_replicas
+
+    @property
+    def deployment_name(self) -> str:
+        """Serve deployment name for this model: the model id with unsafe characters replaced."""
+        return "model-" + re.sub(r"[^A-Za-z0-9_-]", "_", self.name)
+
+
+class LlamaCppSettings(_DeploymentSettings):
+    """A chat model run by llama.cpp from a GGUF file (the bundled SmolLM2 by default)."""
+
+    name: str = Field(
         default=DEFAULT_MODEL_NAME,
         min_length=1,
         max_length=128,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$",
+        pattern=NAME_PATTERN,
         description="Model id clients send in the `model` field and see in `/v1/models`.",
     )
     engine: Literal["llama_cpp"] = Field(
@@ -45,56 +121,90 @@ class ModelSettings(BaseModel):
             "fraction of 1 thread's speed, so use fewer threads than free cores."
         ),
     )
-    num_cpus: float = Field(
-        default=1.0,
-        ge=0,
-        description="Logical CPUs Ray reserves per replica; fractional so small machines schedule.",
-    )
-    num_gpus: float = Field(default=0, ge=0, description="GPUs Ray reserves per replica.")
-    max_ongoing_requests: int = Field(
-        default=16,
-        ge=1,
-        description=(
-            "Requests one replica accepts at once; llama.cpp runs them one by one, the rest wait "
-            "in the replica. Serve's default of 5 makes bursts queue at the router instead."
-        ),
-    )
-    min_replicas: int = Field(default=1, ge=0, description="Fewest replicas (autoscaling floor).")
-    max_replicas: int = Field(
-        default=1,
-        ge=1,
-        description="Most replicas; autoscaling is on only when this exceeds `min_replicas`.",
-    )
-    target_ongoing_requests: float = Field(
-        default=2,
-        gt=0,
-        description="Ongoing requests per replica the autoscaler aims for.",
-    )
     seed: int = Field(
         default=0, description="Sampler seed used when a request does not send its own `seed`."
     )
 
-    @model_validator(mode="after")
-    def _replicas_in_order(self) -> Self:
-        if self.max_replicas < self.min_replicas:
-            raise ValueError(
-                f"max_replicas ({self.max_replicas}) must be >= min_replicas ({self.min_replicas})"
-            )
-        return self
 
-    @property
-    def autoscaling(self) -> bool:
-        """Whether Serve should autoscale this model (``max_replicas > min_replicas``)."""
-        return self.max_replicas > self.min_replicas
+class SentenceTransformersSettings(_DeploymentSettings):
+    """An embeddings model run by sentence-transformers (bundled all-MiniLM-L6-v2 by default)."""
 
-    @property
-    def deployment_name(self) -> str:
-        """Serve deployment name for this model: the model id with unsafe characters replaced."""
-        return "model-" + re.sub(r"[^A-Za-z0-9_-]", "_", self.name)
+    name: str = Field(
+        default=DEFAULT_EMBEDDING_MODEL_NAME,
+        min_length=1,
+        max_length=128,
+        pattern=NAME_PATTERN,
+        description="Model id clients send in the `model` field and see in `/v1/models`.",
+    )
+    engine: Literal["sentence_transformers"] = Field(
+        default="sentence_transformers", description="Inference engine that runs the model."
+    )
+    path: str | None = Field(
+        default=None,
+        description="Directory of a sentence-transformers model; None serves the bundled MiniLM.",
+    )
+    device: str = Field(default="cpu", description="Torch device, e.g. `cpu` or `cuda`.")
+    n_threads: int = Field(default=1, ge=1, description="Torch CPU threads per replica.")
+    batch_size: int = Field(default=32, ge=1, description="Inputs encoded per forward pass.")
+    max_inputs: int = Field(
+        default=2048, ge=1, description="Most inputs one request may send (OpenAI allows 2048)."
+    )
+
+
+class PassthroughSettings(_DeploymentSettings):
+    """A model served elsewhere, behind any OpenAI-compatible API, forwarded to as is.
+
+    The key comes from ``api_key``, or from the environment variable ``api_key_env`` names; the
+    variable is read once where the settings are loaded (``resolve_secrets``), never deeper.
+    """
+
+    engine: Literal["passthrough"] = Field(
+        default="passthrough", description="Forward requests to `base_url`."
+    )
+    base_url: str = Field(
+        pattern=r"^https?://", description="Base URL of the remote API, e.g. `https://host/v1`."
+    )
+    remote_model: str | None = Field(
+        default=None, description="Model id to ask the remote API for; None sends `name`."
+    )
+    api_key: str | None = Field(default=None, description="Bearer key for the remote API.")
+    api_key_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Name of an environment variable holding the key (read at the edge).",
+    )
+    timeout_s: float = Field(
+        default=60, gt=0, description="Seconds to wait for the remote API before failing over."
+    )
+    num_cpus: float = Field(
+        default=0.05,
+        ge=0,
+        description="Logical CPUs per replica; it only waits on the network, so a sliver.",
+    )
+
+
+def _engine_of(value: object) -> str:
+    # A model entry without `engine` is llama.cpp, as before engines were a choice.
+    if isinstance(value, dict):
+        return str(value.get("engine", "llama_cpp"))
+    return str(getattr(value, "engine", "llama_cpp"))
+
+
+ModelSettings = Annotated[
+    Annotated[LlamaCppSettings, Tag("llama_cpp")]
+    | Annotated[SentenceTransformersSettings, Tag("sentence_transformers")]
+    | Annotated[PassthroughSettings, Tag("passthrough")],
+    Discriminator(_engine_of),
+]
+"""Settings of one served model; ``engine`` decides which kind (llama.cpp when left out)."""
 
 
 def _default_models() -> list[ModelSettings]:
-    return [ModelSettings()]
+    # Both fit a 2-core machine next to the agents: chat takes a core, embeddings a quarter.
+    return [
+        LlamaCppSettings(num_cpus=1.0),
+        SentenceTransformersSettings(num_cpus=0.25),
+    ]
 
 
 class ServeSettings(BaseModel):
@@ -142,7 +252,47 @@ class ServeSettings(BaseModel):
                 if value in seen:
                     raise ValueError(f"two models share the {attribute} {value!r}")
                 seen.add(value)
+        names = {model.name for model in models}
+        for model in models:
+            unknown = [name for name in model.fallbacks if name not in names]
+            if unknown:
+                raise ValueError(
+                    f"model {model.name!r} falls back to {', '.join(map(repr, unknown))}, "
+                    f"which is not configured (models: {', '.join(sorted(names))})"
+                )
         return models
+
+    def with_secrets(self, environ: Mapping[str, str]) -> ServeSettings:
+        """A copy with each passthrough model's ``api_key_env`` read from ``environ``.
+
+        Called at the edge (``deploy``, ``app_builder``), so nothing deeper reads the environment.
+
+        Raises:
+            ConfigurationError: A named variable is not set.
+        """
+        models: list[ModelSettings] = []
+        for model in self.models:
+            if isinstance(model, PassthroughSettings) and model.api_key_env and not model.api_key:
+                key = environ.get(model.api_key_env)
+                if not key:
+                    raise ConfigurationError(
+                        f"model {model.name!r} reads its API key from the environment variable "
+                        f"{model.api_key_env}, which is not set"
+                    )
+                model = model.model_copy(update={"api_key": key})
+            models.append(model)
+        return self.model_copy(update={"models": models})
+
+    def model(self, name: str) -> ModelSettings:
+        """The configured model called ``name``.
+
+        Raises:
+            KeyError: No model has that name.
+        """
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise KeyError(name)
 
     @property
     def base_url(self) -> str:

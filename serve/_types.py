@@ -11,20 +11,125 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
-Role = Literal["system", "user", "assistant"]
-FinishReason = Literal["stop", "length"]
+Role = Literal["system", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "tool_calls"]
+FUNCTION_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_TOOLS = 128
+
+
+class FunctionCall(BaseModel):
+    """The function a tool call invokes and its arguments."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(description="Name of the function called.")
+    arguments: str = Field(description="Arguments as a JSON object, serialised to a string.")
+
+
+class ToolCall(BaseModel):
+    """A call of one of the request's tools, made by the assistant."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(description="Call id; the `tool` message with the result repeats it.")
+    type: Literal["function"] = Field(default="function", description="Always `function`.")
+    function: FunctionCall = Field(description="Function name and JSON arguments.")
 
 
 class ChatMessage(BaseModel):
-    """One message of the conversation; content is plain text in this version."""
+    """One message of the conversation: text, an assistant's tool calls, or a tool's result."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     role: Role = Field(description="Who wrote the message.")
-    content: str = Field(description="The message text.")
+    content: str | None = Field(
+        default=None, description="The message text; may be null on an assistant tool call."
+    )
     name: str | None = Field(default=None, description="Optional author name (ignored).")
+    tool_calls: list[ToolCall] | None = Field(
+        default=None, description="Tool calls an earlier assistant turn made."
+    )
+    tool_call_id: str | None = Field(
+        default=None, description="On a `tool` message: the id of the call it answers."
+    )
+
+    @model_validator(mode="after")
+    def _fields_fit_the_role(self) -> ChatMessage:
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id of the call it answers")
+        if self.role != "tool" and self.tool_call_id is not None:
+            raise ValueError("only tool messages carry a tool_call_id")
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError(f"a {self.role} message needs content")
+        return self
+
+
+class FunctionDefinition(BaseModel):
+    """A function the model may call."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(
+        pattern=FUNCTION_NAME_PATTERN,
+        description="Function name (letters, digits, `_`, `-`; at most 64).",
+    )
+    description: str | None = Field(default=None, description="What the function does.")
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}},
+        description="JSON schema of the arguments object; the grammar enforces it.",
+    )
+    strict: bool | None = Field(
+        default=None, description="Accepted for compatibility; arguments are always constrained."
+    )
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameters_are_an_object(cls, parameters: dict[str, Any]) -> dict[str, Any]:
+        if parameters.get("type", "object") != "object":
+            raise ValueError('the parameters schema must describe an object ("type": "object")')
+        return parameters
+
+
+class ToolDefinition(BaseModel):
+    """One entry of ``tools``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["function"] = Field(description="Only function tools exist.")
+    function: FunctionDefinition = Field(description="The function.")
+
+
+class NamedFunction(BaseModel):
+    """Which function a named ``tool_choice`` forces."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(description="Name of one of the request's tools.")
+
+
+class NamedToolChoice(BaseModel):
+    """``tool_choice`` that forces a call of one named function."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["function"] = Field(description="Always `function`.")
+    function: NamedFunction = Field(description="The function to call.")
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
 
 class TextResponseFormat(BaseModel):
@@ -128,6 +233,18 @@ class ChatCompletionRequest(BaseModel):
     response_format: ResponseFormat | None = Field(
         default=None, description="`text`, `json_object`, or `json_schema` output."
     )
+    tools: list[ToolDefinition] | None = Field(
+        default=None,
+        max_length=MAX_TOOLS,
+        description="Functions the model may call; calls come back as `tool_calls`.",
+    )
+    tool_choice: ToolChoice | None = Field(
+        default=None,
+        description="`none`, `auto` (default with tools), `required`, or one named function.",
+    )
+    parallel_tool_calls: bool | None = Field(
+        default=None, description="Accepted; the model makes at most one call per turn."
+    )
     user: str | None = Field(default=None, description="End-user id (recorded nowhere yet).")
     logprobs: bool | None = Field(
         default=None, description="Token log probabilities; not supported, only false."
@@ -165,6 +282,57 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError("stream_options is only allowed when stream=true")
         return options
 
+    @field_validator("tools")
+    @classmethod
+    def _tools_are_usable(
+        cls, tools: list[ToolDefinition] | None, info: ValidationInfo
+    ) -> list[ToolDefinition] | None:
+        if tools is None:
+            return None
+        names = [tool.function.name for tool in tools]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"tool names must be unique; repeated: {', '.join(duplicates)}")
+        response_format = info.data.get("response_format")
+        if tools and not isinstance(response_format, TextResponseFormat | None):
+            raise ValueError(
+                "tools cannot be combined with a json_object or json_schema response_format; "
+                "send one or the other"
+            )
+        return tools
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_names_a_tool(
+        cls, choice: ToolChoice | None, info: ValidationInfo
+    ) -> ToolChoice | None:
+        if choice is None or "tools" not in info.data:  # tools itself failed validation
+            return choice
+        names = [tool.function.name for tool in info.data["tools"] or []]
+        if not names and choice != "none":
+            raise ValueError("tool_choice needs tools: send `tools` or leave tool_choice out")
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise ValueError(
+                f"tool_choice names the function {choice.function.name!r}, which is not among "
+                f"the tools ({', '.join(names)})"
+            )
+        return choice
+
+    @property
+    def active_tools(self) -> list[FunctionDefinition]:
+        """Functions the model may call now: none with ``tool_choice`` `none` or no tools."""
+        if not self.tools or self.tool_choice == "none":
+            return []
+        if isinstance(self.tool_choice, NamedToolChoice):
+            name = self.tool_choice.function.name
+            return [tool.function for tool in self.tools if tool.function.name == name]
+        return [tool.function for tool in self.tools]
+
+    @property
+    def tool_call_required(self) -> bool:
+        """Whether the reply must be a tool call (`required` or a named function)."""
+        return bool(self.active_tools) and self.tool_choice not in (None, "auto")
+
     @property
     def completion_limit(self) -> int | None:
         """Requested completion token limit, ``max_completion_tokens`` first; None if unset."""
@@ -184,12 +352,23 @@ class ChatCompletionRequest(BaseModel):
 
 
 class AssistantMessage(BaseModel):
-    """The generated message."""
+    """The generated message: text, or tool calls (then ``content`` is null)."""
 
     model_config = ConfigDict(frozen=True)
 
     role: Literal["assistant"] = Field(default="assistant", description="Always `assistant`.")
-    content: str = Field(description="Generated text.")
+    content: str | None = Field(description="Generated text; null when the reply is a tool call.")
+    tool_calls: list[ToolCall] | None = Field(
+        default=None, description="Calls of the request's tools; left out when there are none."
+    )
+
+    @model_serializer(mode="wrap")
+    def _leave_out_no_tool_calls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # OpenAI leaves the key out of plain text replies; some clients echo every key back.
+        data: dict[str, Any] = handler(self)
+        if data.get("tool_calls") is None:
+            data.pop("tool_calls", None)
+        return data
 
 
 class ChatCompletionChoice(BaseModel):
@@ -239,6 +418,17 @@ class ChatCompletionResponse(BaseModel):
     system_fingerprint: str | None = Field(default=None, description="Not tracked; null.")
 
 
+class ToolCallDelta(BaseModel):
+    """A tool call inside a stream chunk; ``index`` says which call of the message it is."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int = Field(description="Position of the call in the message's tool_calls.")
+    id: str = Field(description="Call id.")
+    type: Literal["function"] = Field(default="function", description="Always `function`.")
+    function: FunctionCall = Field(description="Function name and JSON arguments.")
+
+
 class ChunkDelta(BaseModel):
     """What a stream chunk adds to the message."""
 
@@ -246,6 +436,9 @@ class ChunkDelta(BaseModel):
 
     role: Literal["assistant"] | None = Field(default=None, description="Set on the first chunk.")
     content: str | None = Field(default=None, description="Text added by this chunk.")
+    tool_calls: list[ToolCallDelta] | None = Field(
+        default=None, description="Tool calls this chunk adds (whole calls, one chunk each)."
+    )
 
 
 class ChunkChoice(BaseModel):
@@ -304,9 +497,16 @@ def response_chunks(response: ChatCompletionResponse) -> list[ChatCompletionChun
             usage=usage,
         )
 
+    message = choice.message
+    body: list[ChatCompletionChunk] = []
+    if message.content:
+        body.append(chunk([ChunkChoice(delta=ChunkDelta(content=message.content))]))
+    for index, call in enumerate(message.tool_calls or []):
+        delta = ToolCallDelta(index=index, id=call.id, function=call.function)
+        body.append(chunk([ChunkChoice(delta=ChunkDelta(tool_calls=[delta]))]))
     return [
         chunk([ChunkChoice(delta=ChunkDelta(role="assistant", content=""))]),
-        chunk([ChunkChoice(delta=ChunkDelta(content=choice.message.content))]),
+        *body,
         chunk([ChunkChoice(delta=ChunkDelta(), finish_reason=choice.finish_reason)]),
         chunk([], usage=response.usage),
     ]

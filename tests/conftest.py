@@ -54,21 +54,34 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def serve_settings() -> ServeSettings:
-    """The test model app: the bundled model, a small context, a port nobody holds.
+    """The test model app: the bundled chat and embeddings models, a port nobody holds.
 
     One llama.cpp thread: with two, its threads spin on a barrier and generation collapses
     (~0.3 tok/s instead of ~38) whenever another process holds one of the two cores.
     """
-    from serve import ModelSettings, ServeSettings
+    from serve import (
+        LlamaCppSettings,
+        PassthroughSettings,
+        SentenceTransformersSettings,
+        ServeSettings,
+    )
 
     return ServeSettings(
         port=_free_port(),
         app_name="troupe-models-test",
         route_prefix="/serve-test",
         models=[
-            ModelSettings(
+            LlamaCppSettings(
                 name="smollm2-135m", n_ctx=1024, n_threads=1, num_cpus=0.5, max_ongoing_requests=8
-            )
+            ),
+            SentenceTransformersSettings(name="minilm-l6-v2", num_cpus=0.25, max_inputs=16),
+            # Nothing listens there: every call fails over to the local model.
+            PassthroughSettings(
+                name="offline-remote",
+                base_url=f"http://127.0.0.1:{_free_port()}/v1",
+                timeout_s=5,
+                fallbacks=["smollm2-135m"],
+            ),
         ],
     )
 

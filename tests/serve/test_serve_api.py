@@ -21,14 +21,23 @@ from serve import (
     ContextLengthExceededError,
     Engine,
     EngineBackend,
+    FunctionCall,
     JsonSchemaResponseFormat,
     ModelUnavailableError,
+    ToolCall,
     create_app,
 )
 from serve._app import HandleBackend
 
 MODEL = "fake-model"
 CHAT = "/v1/chat/completions"
+TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}},
+    },
+}
 
 
 class FakeEngine(Engine):
@@ -238,7 +247,13 @@ def test_max_completion_tokens_wins_over_max_tokens(client: TestClient, engine: 
         ({}, "model", "model", "Field required"),
         ({"messages": []}, None, "messages", "at least 1"),
         ({"messages": [{"role": "robot", "content": "x"}]}, None, "messages.0.role", "'user'"),
-        ({"messages": [{"role": "user"}]}, None, "messages.0.content", "Field required"),
+        ({"messages": [{"role": "user"}]}, None, "messages.0", "a user message needs content"),
+        (
+            {"messages": [{"role": "tool", "content": "4"}]},
+            None,
+            "messages.0",
+            "needs the tool_call_id",
+        ),
         ({"temperature": 5}, None, "temperature", "less than or equal to 2"),
         ({"top_p": -0.1}, None, "top_p", "greater than or equal to 0"),
         ({"max_tokens": 0}, None, "max_tokens", "greater than or equal to 1"),
@@ -250,7 +265,28 @@ def test_max_completion_tokens_wins_over_max_tokens(client: TestClient, engine: 
             "stream_options.usage",
             "Extra inputs",
         ),
-        ({"tools": []}, None, "tools", "Extra inputs are not permitted"),
+        ({"functions": []}, None, "functions", "Extra inputs are not permitted"),
+        ({"tool_choice": "auto"}, None, "tool_choice", "tool_choice needs tools"),
+        ({"tools": [TOOL], "tool_choice": "sometimes"}, None, "tool_choice", "'required'"),
+        (
+            {"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            None,
+            "tool_choice",
+            "not among the tools",
+        ),
+        (
+            {"tools": [{"type": "function", "function": {"name": "a b"}}]},
+            None,
+            "tools.0.function.name",
+            "pattern",
+        ),
+        ({"tools": [TOOL, TOOL]}, None, "tools", "repeated: add"),
+        (
+            {"tools": [TOOL], "response_format": {"type": "json_object"}},
+            None,
+            "tools",
+            "cannot be combined",
+        ),
         ({"logprobs": True}, None, "logprobs", "not supported"),
         ({"stop": ["a", "b", "c", "d", "e"]}, None, "stop", "at most 4"),
         ({"response_format": {"type": "xml"}}, None, "response_format", "'json_schema'"),
@@ -462,3 +498,81 @@ def test_handle_backend_health_raises_the_replica_report() -> None:
         asyncio.run(backend.check_health())
 
     assert caught.value.status_code == 503
+
+
+class CallsATool(FakeEngine):
+    """Answers every request with one call of ``add``."""
+
+    async def chat(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
+        self.requests.append(request)
+        call = ToolCall(id="call_1", function=FunctionCall(name="add", arguments='{"a": 1}'))
+        return ChatCompletionResponse(
+            model=self.model_id,
+            choices=[
+                ChatCompletionChoice(
+                    message=AssistantMessage(content=None, tool_calls=[call]),
+                    finish_reason="tool_calls",
+                )
+            ],
+            usage=CompletionUsage(prompt_tokens=7, completion_tokens=9, total_tokens=16),
+        )
+
+
+def test_tool_call_reply_has_openai_shape() -> None:
+    engine = CallsATool()
+    with TestClient(create_app(EngineBackend([engine]))) as test_client:
+        response = test_client.post(CHAT, json=body(tools=[TOOL], tool_choice="required"))
+
+    assert response.status_code == 200, response.text
+    [choice] = response.json()["choices"]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "add", "arguments": '{"a": 1}'},
+            }
+        ],
+    }
+    [request] = engine.requests
+    assert request.tool_call_required
+    assert [f.name for f in request.active_tools] == ["add"]
+
+
+def test_streamed_tool_call_is_one_tool_calls_chunk() -> None:
+    with TestClient(create_app(EngineBackend([CallsATool()]))) as test_client:
+        response = test_client.post(CHAT, json=body(tools=[TOOL], stream=True))
+
+    *chunks, done = sse_events(response)
+    assert done == "[DONE]"
+    deltas = [chunk["choices"][0]["delta"] for chunk in chunks]
+    assert deltas[0] == {"role": "assistant", "content": ""}
+    assert deltas[1] == {
+        "tool_calls": [
+            {
+                "index": 0,
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "add", "arguments": '{"a": 1}'},
+            }
+        ]
+    }
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_tool_history_is_accepted(client: TestClient, engine: FakeEngine) -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "add", "arguments": "{}"}}
+    history = [
+        {"role": "user", "content": "add"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "3"},
+    ]
+
+    response = client.post(CHAT, json=body(messages=history, tools=[TOOL]))
+
+    assert response.status_code == 200, response.text
+    assert "tool_calls" not in response.json()["choices"][0]["message"]
+    assert [m.role for m in engine.requests[0].messages] == ["user", "assistant", "tool"]

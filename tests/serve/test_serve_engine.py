@@ -18,7 +18,7 @@ from serve import (
     ContextLengthExceededError,
     InvalidRequestError,
     LlamaCppEngine,
-    ModelSettings,
+    LlamaCppSettings,
     ModelUnavailableError,
     bundled_model_path,
 )
@@ -51,7 +51,7 @@ PERSON_SCHEMA: dict[str, Any] = {
 # ~0.3 tok/s instead of ~38) whenever another process holds one of this machine's two cores.
 @pytest.fixture(scope="module")
 def engine() -> Iterator[LlamaCppEngine]:
-    engine = LlamaCppEngine(ModelSettings(name="smol", n_ctx=N_CTX, n_threads=1))
+    engine = LlamaCppEngine(LlamaCppSettings(name="smol", n_ctx=N_CTX, n_threads=1))
     yield engine
     engine.close()
 
@@ -79,7 +79,7 @@ def test_missing_bundled_model_says_to_install_local_extra(monkeypatch: pytest.M
 
 def test_missing_model_file_is_a_configuration_error(tmp_path: Any) -> None:
     with pytest.raises(ConfigurationError, match="not found"):
-        LlamaCppEngine(ModelSettings(path=str(tmp_path / "nope.gguf")))
+        LlamaCppEngine(LlamaCppSettings(path=str(tmp_path / "nope.gguf")))
 
 
 def test_chat_returns_text_and_usage(engine: LlamaCppEngine) -> None:
@@ -284,7 +284,7 @@ def test_stream_closed_early_stops_generating(engine: LlamaCppEngine) -> None:
 
 
 def test_closed_engine_is_unhealthy() -> None:
-    engine = LlamaCppEngine(ModelSettings(n_ctx=256, n_threads=1))
+    engine = LlamaCppEngine(LlamaCppSettings(n_ctx=256, n_threads=1))
     engine.check_health()
 
     engine.close()
@@ -332,3 +332,153 @@ def test_json_schema_strings_never_hold_raw_control_characters(engine: LlamaCppE
     )
     content = asyncio.run(engine.chat(request)).choices[0].message.content
     jsonschema.validate(json.loads(content), schema)
+
+
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "maxLength": 20},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+ADD_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "description": "Add two integers",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+            "additionalProperties": False,
+        },
+    },
+}
+TOOL_SCHEMAS = {
+    tool["function"]["name"]: tool["function"]["parameters"] for tool in (WEATHER_TOOL, ADD_TOOL)
+}
+
+
+def assert_valid_call(response: Any, *, names: set[str]) -> Any:
+    [choice] = response.choices
+    assert choice.finish_reason == "tool_calls", choice.message
+    assert choice.message.content is None
+    [call] = choice.message.tool_calls
+    assert call.function.name in names
+    jsonschema.validate(json.loads(call.function.arguments), TOOL_SCHEMAS[call.function.name])
+    return call
+
+
+@pytest.mark.parametrize(
+    "prompt", ["What is the weather in Paris?", "Add 2 and 3.", "Tell me a joke."]
+)
+def test_required_tool_call_arguments_validate(engine: LlamaCppEngine, prompt: str) -> None:
+    response = chat(
+        engine,
+        prompt,
+        tools=[WEATHER_TOOL, ADD_TOOL],
+        tool_choice="required",
+        max_tokens=60,
+        temperature=0.8,
+        seed=5,
+    )
+
+    assert_valid_call(response, names={"get_weather", "add"})
+
+
+def test_named_tool_choice_calls_that_function(engine: LlamaCppEngine) -> None:
+    response = chat(
+        engine,
+        "What is the weather in Oslo?",
+        tools=[WEATHER_TOOL, ADD_TOOL],
+        tool_choice={"type": "function", "function": {"name": "add"}},
+        max_tokens=60,
+        temperature=0,
+    )
+
+    assert assert_valid_call(response, names={"add"}).function.name == "add"
+
+
+def test_auto_answers_with_text_or_a_valid_call(engine: LlamaCppEngine) -> None:
+    for prompt in ("Hello!", "Use the add tool to add 40 and 2."):
+        response = chat(engine, prompt, tools=[ADD_TOOL], max_tokens=40, temperature=0)
+        [choice] = response.choices
+        if choice.message.tool_calls:
+            assert_valid_call(response, names={"add"})
+        else:
+            assert choice.message.content
+            assert not choice.message.content.startswith("<tool_call>")
+
+
+def test_tool_choice_none_never_calls(engine: LlamaCppEngine) -> None:
+    response = chat(
+        engine, "Add 2 and 3.", tools=[ADD_TOOL], tool_choice="none", max_tokens=16, temperature=0
+    )
+
+    assert response.choices[0].message.tool_calls is None
+    assert response.choices[0].message.content
+
+
+def test_call_cut_off_by_max_tokens_returns_no_call(engine: LlamaCppEngine) -> None:
+    response = chat(engine, "Add 2 and 3.", tools=[ADD_TOOL], tool_choice="required", max_tokens=4)
+
+    [choice] = response.choices
+    assert (choice.finish_reason, choice.message.tool_calls) == ("length", None)
+
+
+def test_streamed_tool_call_matches_the_plain_one(engine: LlamaCppEngine) -> None:
+    fields: dict[str, Any] = {
+        "tools": [ADD_TOOL],
+        "tool_choice": "required",
+        "max_tokens": 40,
+        "temperature": 0,
+    }
+    plain = chat(engine, "Add 2 and 3.", **fields)
+    chunks = stream(engine, request_of("Add 2 and 3.", **fields))
+
+    [call] = plain.choices[0].message.tool_calls
+    [streamed] = [
+        c.choices[0].delta.tool_calls for c in chunks if c.choices and c.choices[0].delta.tool_calls
+    ]
+    assert streamed[0].function == call.function
+    assert chunks[-2].choices[0].finish_reason == "tool_calls"
+
+
+def test_tool_result_turn_is_answered(engine: LlamaCppEngine) -> None:
+    request = ChatCompletionRequest.model_validate(
+        {
+            "model": "smol",
+            "messages": [
+                {"role": "user", "content": "Add 2 and 3."},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "call_1", "content": "5"},
+            ],
+            "tools": [ADD_TOOL],
+            "tool_choice": "none",
+            "max_tokens": 16,
+            "temperature": 0,
+        }
+    )
+
+    response = asyncio.run(engine.chat(request))
+
+    assert response.choices[0].message.content

@@ -37,7 +37,11 @@ def model(serve_settings: ServeSettings) -> str:
 
 
 def test_models_list(client: openai.OpenAI, model: str) -> None:
-    assert [card.id for card in client.models.list()] == [model]
+    assert [card.id for card in client.models.list()] == [
+        model,
+        "minilm-l6-v2",
+        "offline-remote",
+    ]
 
 
 def test_chat_completion(client: openai.OpenAI, model: str) -> None:
@@ -129,7 +133,12 @@ def test_deployments_are_healthy(serve_settings: ServeSettings) -> None:
     status = ray_serve.status().applications[serve_settings.app_name]
 
     assert status.status == "RUNNING"
-    assert set(status.deployments) == {"openai-ingress", "model-smollm2-135m"}
+    assert set(status.deployments) == {
+        "openai-ingress",
+        "model-smollm2-135m",
+        "model-minilm-l6-v2",
+        "model-offline-remote",
+    }
     assert {d.status for d in status.deployments.values()} == {"HEALTHY"}
 
 
@@ -168,4 +177,137 @@ def test_health(serve_base_url: str, model: str) -> None:
     response = httpx.get(serve_base_url.removesuffix("/v1") + "/health", timeout=30)
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "models": [model]}
+    assert response.json() == {
+        "status": "ok",
+        "models": [model, "minilm-l6-v2", "offline-remote"],
+    }
+
+
+CITY_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "maxLength": 20},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("tool_choice", ["required", "named"])
+def test_tool_call_arguments_validate(client: openai.OpenAI, model: str, tool_choice: str) -> None:
+    choice: Any = tool_choice
+    if tool_choice == "named":
+        choice = {"type": "function", "function": {"name": "get_weather"}}
+    completion = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Is it raining in Lisbon?"}],
+        tools=[CITY_TOOL],
+        tool_choice=choice,
+        max_tokens=48,
+        temperature=0.7,
+        seed=11,
+    )
+
+    [result] = completion.choices
+    assert result.finish_reason == "tool_calls"
+    [call] = result.message.tool_calls or []
+    assert call.type == "function"
+    assert call.function.name == "get_weather"
+    jsonschema.validate(json.loads(call.function.arguments), CITY_TOOL["function"]["parameters"])
+
+    # The call and its result go back as history, the way an agent loop sends them.
+    follow_up = client.chat.completions.create(
+        model=model,
+        messages=[
+            {"role": "user", "content": "Is it raining in Lisbon?"},
+            result.message,  # type: ignore[list-item]
+            {"role": "tool", "tool_call_id": call.id, "content": "sunny, 24 C"},
+        ],
+        tools=[CITY_TOOL],
+        max_tokens=12,
+        temperature=0,
+    )
+    assert follow_up.choices[0].finish_reason in ("stop", "length", "tool_calls")
+
+
+def test_streamed_tool_call(client: openai.OpenAI, model: str) -> None:
+    stream = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Weather in Rome?"}],
+        tools=[CITY_TOOL],
+        tool_choice="required",
+        max_tokens=48,
+        temperature=0,
+        stream=True,
+    )
+
+    chunks = list(stream)
+    calls = [
+        c.choices[0].delta.tool_calls for c in chunks if c.choices and c.choices[0].delta.tool_calls
+    ]
+    [[call]] = calls
+    assert call.function is not None and call.function.name == "get_weather"
+    jsonschema.validate(
+        json.loads(call.function.arguments or ""), CITY_TOOL["function"]["parameters"]
+    )
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_unknown_tool_choice_is_bad_request(client: openai.OpenAI, model: str) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "hi"}],
+            tools=[CITY_TOOL],
+            tool_choice={"type": "function", "function": {"name": "launch_rockets"}},
+            max_tokens=4,
+        )
+
+    assert caught.value.param == "tool_choice"
+
+
+def test_embeddings_through_the_openai_client(client: openai.OpenAI) -> None:
+    # The client asks for base64 by default and decodes it; floats are asked for explicitly.
+    default = client.embeddings.create(model="minilm-l6-v2", input=["red apple", "green pear"])
+    floats = client.embeddings.create(
+        model="minilm-l6-v2", input="red apple", encoding_format="float"
+    )
+
+    assert [len(item.embedding) for item in default.data] == [384, 384]
+    assert default.model == "minilm-l6-v2"
+    assert default.usage.prompt_tokens > 0
+    assert floats.data[0].embedding == pytest.approx(default.data[0].embedding, abs=1e-6)
+
+
+def test_embeddings_errors(client: openai.OpenAI, model: str) -> None:
+    with pytest.raises(openai.BadRequestError) as empty:
+        client.embeddings.create(model="minilm-l6-v2", input="")
+    with pytest.raises(openai.BadRequestError) as too_many:
+        client.embeddings.create(model="minilm-l6-v2", input=["x"] * 17)
+    with pytest.raises(openai.BadRequestError) as chat_model:
+        client.embeddings.create(model=model, input="x")
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model="no-such-model", input="x")
+
+    assert empty.value.param == "input"
+    assert too_many.value.param == "input"
+    assert chat_model.value.code == "model_not_supported"
+
+
+def test_unreachable_passthrough_falls_back_to_the_local_model(
+    client: openai.OpenAI, model: str
+) -> None:
+    completion = client.chat.completions.create(
+        model="offline-remote", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+    )
+
+    assert completion.model == model
+    assert completion.choices[0].message.content is not None

@@ -7,10 +7,18 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 import serve
-from serve import ModelSettings, ServeSettings
+from serve import (
+    LlamaCppSettings,
+    ModelSettings,
+    PassthroughSettings,
+    SentenceTransformersSettings,
+    ServeSettings,
+)
+
+MODEL: TypeAdapter[Any] = TypeAdapter(ModelSettings)
 
 CONFIG = Path(serve.__file__).parent / "config.yaml"
 
@@ -30,28 +38,48 @@ def test_public_api_is_pinned() -> None:
         "ChunkDelta",
         "CompletionUsage",
         "ContextLengthExceededError",
+        "Embedding",
+        "EmbeddingRequest",
+        "EmbeddingResponse",
+        "EmbeddingUsage",
+        "EncodingFormat",
         "Engine",
         "EngineBackend",
         "EngineFailedError",
         "ErrorDetail",
         "ErrorResponse",
+        "FallbackBackend",
+        "FunctionCall",
+        "FunctionDefinition",
         "InvalidRequestError",
         "JsonObjectResponseFormat",
         "JsonSchemaResponseFormat",
         "JsonSchemaSpec",
         "LlamaCppEngine",
+        "LlamaCppSettings",
         "ModelBackend",
         "ModelCard",
         "ModelList",
         "ModelNotFoundError",
         "ModelSettings",
         "ModelUnavailableError",
+        "NamedFunction",
+        "NamedToolChoice",
+        "PassthroughEngine",
+        "PassthroughSettings",
         "ResponseFormat",
+        "SentenceTransformersEngine",
+        "SentenceTransformersSettings",
         "ServeSettings",
         "StreamOptions",
         "TextResponseFormat",
+        "ToolCall",
+        "ToolCallDelta",
+        "ToolChoice",
+        "ToolDefinition",
         "app_builder",
         "build_app",
+        "bundled_embedding_model_path",
         "bundled_model_path",
         "create_app",
         "create_engine",
@@ -66,10 +94,25 @@ def test_defaults_serve_the_bundled_model_on_localhost() -> None:
     settings = ServeSettings()
 
     assert settings.base_url == "http://127.0.0.1:8000/v1"
-    [model] = settings.models
-    assert (model.name, model.engine, model.path) == ("smollm2-135m", "llama_cpp", None)
-    assert not model.autoscaling
+    chat, embeddings = settings.models
+    assert (chat.name, chat.engine) == ("smollm2-135m", "llama_cpp")
+    assert (embeddings.name, embeddings.engine) == ("minilm-l6-v2", "sentence_transformers")
+    assert not chat.autoscaling
+    # Both fit a 2-core machine with room left for the agents.
+    assert chat.num_cpus + embeddings.num_cpus + settings.ingress_num_cpus <= 1.5
     assert settings.api_keys == []
+
+
+def test_engine_picks_the_settings_class_and_defaults_to_llama_cpp() -> None:
+    assert isinstance(MODEL.validate_python({"name": "m"}), LlamaCppSettings)
+    assert isinstance(
+        MODEL.validate_python({"engine": "sentence_transformers"}), SentenceTransformersSettings
+    )
+    passthrough = MODEL.validate_python(
+        {"engine": "passthrough", "name": "gpt", "base_url": "https://api.example.com/v1"}
+    )
+    assert isinstance(passthrough, PassthroughSettings)
+    assert passthrough.num_cpus < 0.1
 
 
 @pytest.mark.parametrize(
@@ -87,11 +130,20 @@ def test_base_url(fields: dict[str, Any], expected: str) -> None:
 @pytest.mark.parametrize(
     ("cls", "fields", "fragment"),
     [
-        (ModelSettings, {"n_ctxx": 10}, "Extra inputs"),
-        (ModelSettings, {"engine": "vllm"}, "llama_cpp"),
-        (ModelSettings, {"min_replicas": 3, "max_replicas": 2}, "max_replicas"),
-        (ModelSettings, {"num_cpus": -1}, "greater than or equal to 0"),
-        (ModelSettings, {"name": "bad name"}, "pattern"),
+        (MODEL.validate_python, {"n_ctxx": 10}, "Extra inputs"),
+        (MODEL.validate_python, {"engine": "vllm"}, "'llama_cpp', 'sentence_transformers'"),
+        (MODEL.validate_python, {"min_replicas": 3, "max_replicas": 2}, "max_replicas"),
+        (MODEL.validate_python, {"num_cpus": -1}, "greater than or equal to 0"),
+        (MODEL.validate_python, {"name": "bad name"}, "pattern"),
+        (MODEL.validate_python, {"engine": "sentence_transformers", "n_ctx": 5}, "Extra inputs"),
+        (MODEL.validate_python, {"engine": "passthrough", "name": "x"}, "base_url"),
+        (
+            MODEL.validate_python,
+            {"engine": "passthrough", "name": "x", "base_url": "ftp://h"},
+            "pattern",
+        ),
+        (MODEL.validate_python, {"name": "a", "fallbacks": ["a"]}, "itself"),
+        (ServeSettings, {"models": [{"name": "a", "fallbacks": ["b"]}]}, "not configured"),
         (ServeSettings, {"port": 0}, "greater than or equal to 1"),
         (ServeSettings, {"route_prefix": "v1"}, "pattern"),
         (ServeSettings, {"models": []}, "at least 1"),
@@ -99,20 +151,26 @@ def test_base_url(fields: dict[str, Any], expected: str) -> None:
         (ServeSettings, {"models": [{"name": "a.b"}, {"name": "a:b"}]}, "deployment_name"),
     ],
 )
-def test_invalid_settings_are_rejected(
-    cls: type[Any], fields: dict[str, Any], fragment: str
-) -> None:
+def test_invalid_settings_are_rejected(cls: Any, fields: dict[str, Any], fragment: str) -> None:
     with pytest.raises(ValidationError, match=fragment):
-        cls(**fields)
+        if cls is ServeSettings:
+            cls(**fields)
+        else:
+            cls(fields)
 
 
 def test_autoscaling_only_when_max_exceeds_min() -> None:
-    assert ModelSettings(min_replicas=1, max_replicas=3).autoscaling
-    assert not ModelSettings(min_replicas=2, max_replicas=2).autoscaling
+    assert LlamaCppSettings(min_replicas=1, max_replicas=3).autoscaling
+    assert not LlamaCppSettings(min_replicas=2, max_replicas=2).autoscaling
 
 
 def test_every_settings_field_is_described() -> None:
-    for cls in (ModelSettings, ServeSettings):
+    for cls in (
+        LlamaCppSettings,
+        SentenceTransformersSettings,
+        PassthroughSettings,
+        ServeSettings,
+    ):
         for name, field in cls.model_fields.items():
             assert field.description, f"{cls.__name__}.{name}"
 
@@ -144,7 +202,7 @@ def test_fixed_replicas_without_autoscaling() -> None:
     from serve._app import model_deployment_options
 
     options = model_deployment_options(
-        ModelSettings(name="m.1", num_cpus=0.5, num_gpus=1, max_ongoing_requests=7)
+        LlamaCppSettings(name="m.1", num_cpus=0.5, num_gpus=1, max_ongoing_requests=7)
     )
 
     assert options == {
@@ -159,7 +217,7 @@ def test_autoscaling_config_when_max_exceeds_min() -> None:
     from serve._app import model_deployment_options
 
     options = model_deployment_options(
-        ModelSettings(min_replicas=0, max_replicas=4, target_ongoing_requests=3)
+        LlamaCppSettings(min_replicas=0, max_replicas=4, target_ongoing_requests=3)
     )
 
     assert "num_replicas" not in options
@@ -173,6 +231,38 @@ def test_autoscaling_config_when_max_exceeds_min() -> None:
 def test_build_app_makes_an_application_without_a_cluster() -> None:
     from ray.serve import Application
 
-    settings = ServeSettings(models=[ModelSettings(name="a"), ModelSettings(name="b")])
+    settings = ServeSettings(models=[LlamaCppSettings(name="a"), LlamaCppSettings(name="b")])
 
     assert isinstance(serve.build_app(settings), Application)
+
+
+def test_embeddings_deployment_runs_offline() -> None:
+    from serve._app import model_deployment_options
+
+    options = model_deployment_options(SentenceTransformersSettings(num_cpus=0.25))
+
+    assert options["ray_actor_options"]["num_cpus"] == 0.25
+    assert options["ray_actor_options"]["runtime_env"]["env_vars"]["HF_HUB_OFFLINE"] == "1"
+
+
+def test_api_key_env_is_read_at_the_edge() -> None:
+    from protocols import ConfigurationError
+
+    settings = ServeSettings.model_validate(
+        {
+            "models": [
+                {
+                    "engine": "passthrough",
+                    "name": "r",
+                    "base_url": "http://h/v1",
+                    "api_key_env": "K",
+                }
+            ]
+        }
+    )
+
+    [model] = settings.with_secrets({"K": "sk-123"}).models
+    assert isinstance(model, PassthroughSettings)
+    assert model.api_key == "sk-123"
+    with pytest.raises(ConfigurationError, match="K, which is not set"):
+        settings.with_secrets({})

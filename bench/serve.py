@@ -1,0 +1,203 @@
+"""Benchmark of the model API against the engines it wraps, on the bundled models.
+
+In one run, with the same llama.cpp threads on both sides: raw llama-cpp-python in-process vs our
+Serve endpoint through the `openai` client, single stream and at concurrency 4 and 16 (greedy,
+same prompt, same token count); then raw sentence-transformers vs `/v1/embeddings`. Starts a
+private local Ray, deletes its app and stops only that Ray. Prints one JSON object as the last
+line. The raw side runs while the Serve replicas sit idle, so the two never share the cores.
+
+    .venv/bin/python bench/serve.py [--threads 1] [--requests 6] [--max-tokens 32]
+
+On a shared 2-core machine numbers move with whatever else runs; compare within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the bundled models load from site-packages
+# Run as a script, this file's folder comes first on sys.path and this file would shadow the
+# `serve` package; the repository root goes there instead.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
+
+import openai  # noqa: E402  (after the sys.path fix above)
+import ray  # noqa: E402
+
+from serve import (  # noqa: E402
+    LlamaCppSettings,
+    SentenceTransformersSettings,
+    ServeSettings,
+    bundled_embedding_model_path,
+    bundled_model_path,
+    deploy,
+    shutdown,
+)
+
+PROMPT = [{"role": "user", "content": "Describe a lighthouse in two sentences."}]
+SENTENCES = [f"Sentence number {i} talks about lighthouses, ships and the sea." for i in range(256)]
+EMBED_BATCH = 32
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _p50(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def raw_chat(threads: int, requests: int, max_tokens: int) -> dict[str, Any]:
+    """Raw llama-cpp-python: latency and tokens/s of the same greedy request, one at a time."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(
+        model_path=str(bundled_model_path()), n_ctx=2048, n_threads=threads, verbose=False
+    )
+
+    def once() -> tuple[float, int]:
+        started = time.perf_counter()
+        out: Any = llm.create_chat_completion(
+            messages=PROMPT,  # type: ignore[arg-type]
+            max_tokens=max_tokens,
+            temperature=0,
+        )
+        return time.perf_counter() - started, int(out["usage"]["completion_tokens"])
+
+    once()  # warm-up
+    runs = [once() for _ in range(requests)]
+    llm.close()
+    seconds = [s for s, _ in runs]
+    return {
+        "latency_ms_p50": _p50(seconds) * 1000,
+        "tokens_s": sum(n for _, n in runs) / sum(seconds),
+        "tokens": [n for _, n in runs],
+    }
+
+
+def served_chat(client: openai.OpenAI, model: str, max_tokens: int) -> tuple[float, int]:
+    started = time.perf_counter()
+    completion = client.chat.completions.create(
+        model=model,
+        messages=PROMPT,  # type: ignore[arg-type]
+        max_tokens=max_tokens,
+        temperature=0,
+    )
+    assert completion.usage is not None
+    return time.perf_counter() - started, completion.usage.completion_tokens
+
+
+def first_token_s(client: openai.OpenAI, model: str, max_tokens: int) -> float:
+    started = time.perf_counter()
+    first = float("nan")
+    stream = client.chat.completions.create(
+        model=model,
+        messages=PROMPT,  # type: ignore[arg-type]
+        max_tokens=max_tokens,
+        temperature=0,
+        stream=True,
+    )
+    for chunk in stream:
+        if first != first and chunk.choices and chunk.choices[0].delta.content:
+            first = time.perf_counter() - started
+    return first
+
+
+def burst(client: openai.OpenAI, model: str, *, clients: int, max_tokens: int) -> float:
+    """Aggregate tokens/s of ``clients`` concurrent clients, two requests each."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        runs = list(pool.map(lambda _: served_chat(client, model, max_tokens), range(2 * clients)))
+    return sum(n for _, n in runs) / (time.perf_counter() - started)
+
+
+def raw_embeddings(threads: int) -> float:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(threads)
+    model = SentenceTransformer(str(bundled_embedding_model_path()), device="cpu")
+    model.encode(SENTENCES[:EMBED_BATCH], batch_size=EMBED_BATCH)  # warm-up
+    started = time.perf_counter()
+    model.encode(SENTENCES, batch_size=EMBED_BATCH, normalize_embeddings=True)
+    return len(SENTENCES) / (time.perf_counter() - started)
+
+
+def served_embeddings(client: openai.OpenAI, model: str) -> float:
+    client.embeddings.create(model=model, input=SENTENCES[:EMBED_BATCH])  # warm-up
+    started = time.perf_counter()
+    for start in range(0, len(SENTENCES), EMBED_BATCH):
+        client.embeddings.create(model=model, input=SENTENCES[start : start + EMBED_BATCH])
+    return len(SENTENCES) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--threads", type=int, default=1, help="llama.cpp and torch threads")
+    parser.add_argument("--requests", type=int, default=6, help="sequential requests to time")
+    parser.add_argument("--max-tokens", type=int, default=32)
+    args = parser.parse_args()
+
+    chat_model = LlamaCppSettings(
+        n_threads=args.threads, num_cpus=1.0, n_ctx=2048, max_ongoing_requests=32
+    )
+    embed_model = SentenceTransformersSettings(n_threads=args.threads, num_cpus=0.25)
+    settings = ServeSettings(
+        port=_free_port(), app_name="troupe-models-bench", models=[chat_model, embed_model]
+    )
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    try:
+        base_url = deploy(settings)
+        client = openai.OpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=300)
+        served_chat(client, chat_model.name, 4)  # warm-up; replicas then idle during raw runs
+        raw = raw_chat(args.threads, args.requests, args.max_tokens)
+        runs = [served_chat(client, chat_model.name, args.max_tokens) for _ in range(args.requests)]
+        ttft = [first_token_s(client, chat_model.name, args.max_tokens) for _ in range(5)]
+        concurrent = {
+            c: burst(client, chat_model.name, clients=c, max_tokens=args.max_tokens)
+            for c in (4, 16)
+        }
+        raw_sentences_s = raw_embeddings(args.threads)
+        served_sentences_s = served_embeddings(client, embed_model.name)
+    finally:
+        shutdown(settings)
+        ray.shutdown()
+
+    seconds = [s for s, _ in runs]
+    serve_tokens_s = sum(n for _, n in runs) / sum(seconds)
+    result = {
+        "bench": "serve",
+        "threads": args.threads,
+        "max_tokens": args.max_tokens,
+        "completion_tokens_raw": raw["tokens"],
+        "completion_tokens_serve": [n for _, n in runs],
+        "raw_tokens_s": round(raw["tokens_s"], 1),
+        "serve_tokens_s": round(serve_tokens_s, 1),
+        "ratio": round(serve_tokens_s / raw["tokens_s"], 3),
+        "raw_latency_ms_p50": round(raw["latency_ms_p50"], 1),
+        "serve_latency_ms_p50": round(_p50(seconds) * 1000, 1),
+        "overhead_ms_p50": round(_p50(seconds) * 1000 - raw["latency_ms_p50"], 1),
+        "ttft_ms_p50": round(_p50(ttft) * 1000, 1),
+        "serve_tokens_s_concurrency_4": round(concurrent[4], 1),
+        "serve_tokens_s_concurrency_16": round(concurrent[16], 1),
+        "raw_embed_sentences_s": round(raw_sentences_s, 1),
+        "serve_embed_sentences_s": round(served_sentences_s, 1),
+        "embed_ratio": round(served_sentences_s / raw_sentences_s, 3),
+        "note": "one replica per model; shared 2-core machine, other work may have run",
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
