@@ -1,16 +1,18 @@
-"""BM25 keyword relevance: the first-cut relevance score until vectors arrive.
+"""BM25 keyword relevance over rows of a namespace index, scored with numpy.
 
-The index only answers "how well does each of these documents match this text"; the store
-decides which documents are candidates and how relevance mixes with the other components,
-so a vector index can later stand beside or replace this one behind the same ``scores`` call.
+Postings are append-only per term (row, term frequency); a removed row stays in the postings
+and is masked out by the caller, while corpus statistics (document count, lengths, document
+frequencies) are kept exact so removal does not change how rare a word is.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from array import array
 from collections import Counter
-from collections.abc import Iterable
+
+import numpy as np
 
 _TOKEN = re.compile(r"\w+")
 
@@ -20,8 +22,8 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
-class BM25Index:
-    """An incremental Okapi BM25 index over documents identified by string ids.
+class KeywordIndex:
+    """An incremental Okapi BM25 index over integer rows.
 
     Args:
         k1: Term-frequency saturation.
@@ -31,62 +33,59 @@ class BM25Index:
     def __init__(self, *, k1: float = 1.5, b: float = 0.75) -> None:
         self._k1 = k1
         self._b = b
-        self._terms: dict[str, Counter[str]] = {}
-        self._lengths: dict[str, int] = {}
+        self._rows: dict[str, array[int]] = {}
+        self._freqs: dict[str, array[float]] = {}
         self._doc_freq: Counter[str] = Counter()
+        self._lengths = np.zeros(16, dtype=np.float64)
+        self._live = 0
         self._total_length = 0
 
-    def __len__(self) -> int:
-        return len(self._terms)
-
-    def add(self, doc_id: str, text: str) -> None:
-        """Indexes a document, replacing any previous text under the same id."""
-        self.remove(doc_id)
+    def add(self, row: int, text: str) -> None:
+        """Indexes the text of a new row (rows are never reused)."""
         tokens = tokenize(text)
         terms = Counter(tokens)
-        self._terms[doc_id] = terms
-        self._lengths[doc_id] = len(tokens)
-        self._total_length += len(tokens)
+        for term, tf in terms.items():
+            self._rows.setdefault(term, array("i")).append(row)
+            self._freqs.setdefault(term, array("f")).append(tf)
         self._doc_freq.update(terms.keys())
+        if row >= len(self._lengths):
+            grown = np.zeros(max(row + 1, 2 * len(self._lengths)), dtype=np.float64)
+            grown[: len(self._lengths)] = self._lengths
+            self._lengths = grown
+        self._lengths[row] = len(tokens)
+        self._live += 1
+        self._total_length += len(tokens)
 
-    def remove(self, doc_id: str) -> None:
-        """Forgets a document; unknown ids are ignored."""
-        terms = self._terms.pop(doc_id, None)
-        if terms is None:
-            return
-        self._total_length -= self._lengths.pop(doc_id)
-        self._doc_freq.subtract(terms.keys())
-        for term in terms:
+    def remove(self, row: int, text: str) -> None:
+        """Takes a row (indexed with ``text``) out of the corpus statistics."""
+        tokens = tokenize(text)
+        for term in set(tokens):
+            self._doc_freq[term] -= 1
             if self._doc_freq[term] <= 0:
                 del self._doc_freq[term]
+        self._live -= 1
+        self._total_length -= len(tokens)
 
-    def scores(self, text: str, doc_ids: Iterable[str]) -> dict[str, float]:
-        """Scores the given documents against ``text``.
-
-        Corpus statistics (document count, average length, document frequencies) come from
-        the whole index, not just ``doc_ids``, so a filter does not change how rare a word is.
+    def scores(self, text: str, size: int) -> np.ndarray | None:
+        """Raw BM25 score (>= 0) of every row below ``size`` against ``text``.
 
         Returns:
-            Raw BM25 score (>= 0, unbounded) per requested id; 0 when nothing matches.
+            A float64 array of length ``size`` (removed rows may hold stale scores: mask
+            them), or ``None`` when no query word occurs in the corpus.
         """
         query_terms = set(tokenize(text)) & self._doc_freq.keys()
-        if not query_terms:
-            return dict.fromkeys(doc_ids, 0.0)
-        idf = {term: self._idf(term) for term in query_terms}
-        average_length = self._total_length / len(self._terms) or 1.0
-        return {doc_id: self._score(doc_id, idf, average_length) for doc_id in doc_ids}
-
-    def _idf(self, term: str) -> float:
-        # Lucene's variant: always positive, so a word in every document still counts a bit.
-        n, df = len(self._terms), self._doc_freq[term]
-        return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
-
-    def _score(self, doc_id: str, idf: dict[str, float], average_length: float) -> float:
-        terms = self._terms[doc_id]
-        norm = self._k1 * (1.0 - self._b + self._b * self._lengths[doc_id] / average_length)
-        total = 0.0
-        for term, weight in idf.items():
-            tf = terms.get(term, 0)
-            if tf:
-                total += weight * tf * (self._k1 + 1.0) / (tf + norm)
+        if not query_terms or self._live == 0:
+            return None
+        average_length = self._total_length / self._live or 1.0
+        total = np.zeros(size, dtype=np.float64)
+        for term in query_terms:
+            # Lucene's idf: always positive, so a word in every document still counts a bit.
+            df = self._doc_freq[term]
+            idf = math.log(1.0 + (self._live - df + 0.5) / (df + 0.5))
+            rows = np.frombuffer(self._rows[term], dtype=np.int32)
+            tf = np.frombuffer(self._freqs[term], dtype=np.float32).astype(np.float64)
+            keep = rows < size
+            rows, tf = rows[keep], tf[keep]
+            norm = self._k1 * (1.0 - self._b + self._b * self._lengths[rows] / average_length)
+            total[rows] += idf * tf * (self._k1 + 1.0) / (tf + norm)
         return total

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -103,6 +103,23 @@ class Episode(BaseModel):
         default_factory=dict,
         description="Small string map (e.g. a plan's JSON); not searched, returned as is.",
     )
+    links: tuple[str, ...] = Field(
+        default=(), description="Ids of the episodes this one was derived from (sources)."
+    )
+    embedding_model: str | None = Field(
+        default=None, description="Model that embedded the content; None when not embedded."
+    )
+    expires_at: datetime | None = Field(
+        default=None,
+        description="When it stops being recalled and may be forgotten; None never expires.",
+    )
+    last_accessed: datetime | None = Field(
+        default=None,
+        description=(
+            "When it was last recalled before the recall that returned it; None if never. "
+            "Tracked by the store in memory, not persisted."
+        ),
+    )
 
     @field_validator("content")
     @classmethod
@@ -115,6 +132,23 @@ class Episode(BaseModel):
     @classmethod
     def _created_at_utc(cls, value: datetime) -> datetime:
         return _as_utc(value, "created_at")
+
+    @field_validator("expires_at", "last_accessed")
+    @classmethod
+    def _optional_utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _as_utc(value, "expires_at/last_accessed")
+
+    @model_validator(mode="after")
+    def _expires_after_creation(self) -> Self:
+        if self.expires_at is not None and self.expires_at <= self.created_at:
+            raise ValueError(
+                f"expires_at ({self.expires_at}) must be after created_at ({self.created_at})"
+            )
+        return self
+
+    def expired(self, now: datetime) -> bool:
+        """Whether the episode's TTL has run out at ``now``."""
+        return self.expires_at is not None and self.expires_at <= now
 
     @field_validator("metadata")
     @classmethod
@@ -147,6 +181,8 @@ class Episode(BaseModel):
         provenance: Provenance = "agent",
         trusted: bool = False,
         metadata: dict[str, str] | None = None,
+        links: tuple[str, ...] = (),
+        ttl: timedelta | None = None,
     ) -> Episode:
         """Builds an episode whose id is derived from its origin.
 
@@ -166,6 +202,8 @@ class Episode(BaseModel):
             provenance: Where the content came from.
             trusted: Whether the content may be followed as instructions.
             metadata: Small string map returned with the episode.
+            links: Ids of the episodes this one was derived from.
+            ttl: How long after ``created_at`` it expires; ``None`` keeps it forever.
 
         Returns:
             The validated episode.
@@ -173,7 +211,11 @@ class Episode(BaseModel):
         Raises:
             pydantic.ValidationError: If a field is invalid (blank content, importance out of
                 range, naive datetime, ...).
+            ValueError: If ``ttl`` is not positive.
         """
+        created = utc_now() if created_at is None else created_at
+        if ttl is not None and ttl <= timedelta(0):
+            raise ValueError(f"ttl must be positive, got {ttl}")
         return cls(
             id=episode_id(
                 namespace=namespace,
@@ -190,26 +232,27 @@ class Episode(BaseModel):
             agent=agent,
             task_id=task_id,
             step_id=step_id,
-            created_at=utc_now() if created_at is None else created_at,
+            created_at=created,
             importance=importance,
             tags=tags,
             provenance=provenance,
             trusted=trusted,
             metadata={} if metadata is None else metadata,
+            links=links,
+            expires_at=None if ttl is None else created + ttl,
         )
 
 
-class RecallQuery(BaseModel):
-    """What to recall: free text to match, how many, and filters that must all hold."""
+class MemoryFilter(BaseModel):
+    """Which episodes an operation applies to: every given condition must hold.
+
+    Unknown fields are refused (``extra="forbid"``), so a misspelt filter is an error rather
+    than a filter that silently matches everything.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    text: str = Field(
-        max_length=MAX_CONTENT_CHARS,
-        description="Text to match; empty ranks by recency and importance only.",
-    )
     namespace: str = Field(default="default", min_length=1, description="Scope to search.")
-    k: int = Field(default=5, ge=1, le=100, description="Maximum number of episodes returned.")
     kinds: tuple[EpisodeKind, ...] | None = Field(
         default=None, description="Only these kinds; None means any."
     )
@@ -222,7 +265,11 @@ class RecallQuery(BaseModel):
         default=None, description="Only episodes created at or after this time (inclusive)."
     )
     until: datetime | None = Field(
-        default=None, description="Only episodes created before this time (exclusive)."
+        default=None,
+        description="Only episodes created before this time (exclusive); forget by age with it.",
+    )
+    ids: tuple[str, ...] | None = Field(
+        default=None, description="Only episodes with these ids; None means any."
     )
 
     @field_validator("since", "until")
@@ -237,6 +284,25 @@ class RecallQuery(BaseModel):
         return self
 
 
+class RecallQuery(MemoryFilter):
+    """What to recall: text and/or a vector to match, how many, and filters that must all hold.
+
+    With an embedder configured, the memory embeds ``text`` when no ``vector`` is given.
+    """
+
+    text: str = Field(
+        default="",
+        max_length=MAX_CONTENT_CHARS,
+        description="Text to match; empty (and no vector) ranks by recency and importance only.",
+    )
+    vector: tuple[float, ...] | None = Field(
+        default=None,
+        min_length=1,
+        description="Query embedding; must have the store's dimension.",
+    )
+    k: int = Field(default=5, ge=1, le=100, description="Maximum number of episodes returned.")
+
+
 class ScoredEpisode(BaseModel):
     """A recalled episode with its score and the components the score was made of."""
 
@@ -244,6 +310,14 @@ class ScoredEpisode(BaseModel):
 
     episode: Episode = Field(description="The recalled episode.")
     score: float = Field(description="Weighted sum of the components; higher ranks first.")
-    relevance: float = Field(ge=0.0, le=1.0, description="Match with the query text, 0 to 1.")
+    relevance: float = Field(
+        ge=0.0, le=1.0, description="Hybrid match with the query (text and vector), 0 to 1."
+    )
+    keyword: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="BM25 match divided by the best candidate's."
+    )
+    similarity: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Cosine similarity to the query vector, >= 0."
+    )
     recency: float = Field(ge=0.0, le=1.0, description="Exponential decay by age, 0 to 1.")
     importance: float = Field(ge=0.0, le=1.0, description="The episode's importance, 0 to 1.")

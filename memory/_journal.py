@@ -1,4 +1,8 @@
-"""The embedded store's file: append-only JSON lines, one ``put`` record per episode.
+"""The embedded store's file: append-only JSON lines, ``put`` (an episode and its vector)
+and ``delete`` records.
+
+Vectors are stored with their episode (base64 of little-endian float32), so a restart does
+not embed anything again.
 
 Appending whole lines and fsyncing once per batch keeps a batch durable when ``remember``
 returns; a crash mid-write can only leave a torn last line, which loading drops with a
@@ -7,25 +11,57 @@ warning instead of refusing to start.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from memory._episode import Episode
 
 logger = logging.getLogger(__name__)
 
 
-class _PutRecord(BaseModel):
-    # An explicit op leaves room for later record kinds (deletes, TTL expiry) in the same file.
+class PutRecord(BaseModel):
+    """An episode stored (or replaced), with its unit vector if it has one."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     op: Literal["put"] = "put"
-    episode: Episode
+    episode: Episode = Field(description="The stored episode.")
+    vector: str | None = Field(default=None, description="Base64 of little-endian float32.")
+
+    @classmethod
+    def of(cls, episode: Episode, vector: np.ndarray | None) -> PutRecord:
+        """Builds a record, encoding the vector."""
+        encoded = None
+        if vector is not None:
+            encoded = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+        return cls(episode=episode, vector=encoded)
+
+    def decoded_vector(self) -> np.ndarray | None:
+        """The vector as a float32 array, or ``None``."""
+        if self.vector is None:
+            return None
+        return np.frombuffer(base64.b64decode(self.vector), dtype="<f4").astype(np.float32)
+
+
+class DeleteRecord(BaseModel):
+    """Episodes forgotten from one namespace."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    op: Literal["delete"] = "delete"
+    namespace: str = Field(description="Namespace the ids belong to.")
+    ids: tuple[str, ...] = Field(description="Forgotten episode ids.")
+
+
+Record = Annotated[PutRecord | DeleteRecord, Field(discriminator="op")]
+_RECORD: TypeAdapter[PutRecord | DeleteRecord] = TypeAdapter(Record)
 
 
 class EpisodeJournal:
@@ -40,8 +76,8 @@ class EpisodeJournal:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def load(self) -> list[Episode]:
-        """Reads every stored episode in write order (later records win on load).
+    def load(self) -> list[PutRecord | DeleteRecord]:
+        """Reads every record in write order (replay them in order).
 
         Unreadable lines are skipped with a warning; a torn last line (crash mid-write) is
         also cut off the file so the next append starts on a clean line.
@@ -52,22 +88,20 @@ class EpisodeJournal:
             return []
         lines = data.split(b"\n")
         tail = lines.pop()  # b"" when the file ends with a newline, as it should
-        episodes = [
-            episode
+        records = [
+            record
             for number, line in enumerate(lines, start=1)
-            if (episode := self._parse(line, number)) is not None
+            if (record := self._parse(line, number)) is not None
         ]
         if tail.strip():
-            episodes.extend(self._recover_tail(tail, len(lines) + 1, len(data)))
-        return episodes
+            records.extend(self._recover_tail(tail, len(lines) + 1, len(data)))
+        return records
 
-    def append(self, episodes: Sequence[Episode]) -> None:
-        """Appends episodes as one write, then flushes and fsyncs before returning."""
-        if not episodes:
+    def append(self, records: Sequence[PutRecord | DeleteRecord]) -> None:
+        """Appends records as one write, then flushes and fsyncs before returning."""
+        if not records:
             return
-        payload = b"".join(
-            _PutRecord(episode=episode).model_dump_json().encode() + b"\n" for episode in episodes
-        )
+        payload = b"".join(record.model_dump_json().encode() + b"\n" for record in records)
         created = not self.path.exists()
         if created:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,11 +117,11 @@ class EpisodeJournal:
         if created:
             _fsync_directory(self.path.parent)
 
-    def _parse(self, line: bytes, number: int) -> Episode | None:
+    def _parse(self, line: bytes, number: int) -> PutRecord | DeleteRecord | None:
         if not line.strip():
             return None
         try:
-            return _PutRecord.model_validate_json(line).episode
+            return _RECORD.validate_json(line)
         except ValidationError as exc:
             logger.warning(
                 "%s:%d: skipping unreadable memory record (%d errors: %s)",
@@ -98,11 +132,11 @@ class EpisodeJournal:
             )
             return None
 
-    def _recover_tail(self, tail: bytes, number: int, size: int) -> list[Episode]:
-        episode = self._parse(tail, number)
-        if episode is not None:
+    def _recover_tail(self, tail: bytes, number: int, size: int) -> list[PutRecord | DeleteRecord]:
+        record = self._parse(tail, number)
+        if record is not None:
             # Complete record, only its newline was lost; append() adds the newline later.
-            return [episode]
+            return [record]
         with self.path.open("r+b") as file:
             file.truncate(size - len(tail))
             os.fsync(file.fileno())

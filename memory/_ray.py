@@ -3,6 +3,9 @@
 Every agent on every node gets the same actor by name (``memory_actor``) and talks to it
 through ``RayMemory``.
 
+Embedding happens on the caller's side (``RayMemory`` holds the embedder, lazily built in
+each process), so the actor only stores and searches vectors.
+
 Retries: Ray owns them in this layer. The actor restarts without limit and calls are retried
 a few times (``max_task_retries``), which is safe because ``remember`` is idempotent by
 episode id and the other methods only read.
@@ -14,14 +17,16 @@ from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Literal, TypeVar, cast
 
+import numpy as np
 import ray
 from ray.actor import ActorHandle, ActorProxy
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from memory._embedded import EmbeddedStore
-from memory._episode import Episode, RecallQuery, ScoredEpisode
-from memory._protocol import RecallWeights
+from memory._embedding import Embedder, embed_episodes, embed_query
+from memory._episode import Episode, MemoryFilter, RecallQuery, ScoredEpisode
+from memory._protocol import RecallWeights, Vectors
 from protocols import ConfigurationError, DeliveryError
 
 _T = TypeVar("_T")
@@ -36,15 +41,28 @@ class MemoryActor:
     Args:
         path: The store's JSON-lines file (a path on the node the actor runs on).
         weights: How recall ranks.
+        dimension: Vector length of the store.
     """
 
-    def __init__(self, path: str, weights: RecallWeights | None = None) -> None:
-        self._store = EmbeddedStore(Path(path), weights=weights)
+    def __init__(
+        self, path: str, weights: RecallWeights | None = None, dimension: int = 384
+    ) -> None:
+        self._store = EmbeddedStore(Path(path), weights=weights, dimension=dimension)
 
     @ray.method
-    def remember(self, episodes: Sequence[Episode]) -> int:
+    def remember(self, episodes: Sequence[Episode], vectors: np.ndarray | None = None) -> int:
         """See ``EmbeddedStore.remember``."""
-        return self._store.remember(episodes)
+        return self._store.remember(episodes, vectors)
+
+    @ray.method
+    def forget(self, where: MemoryFilter) -> int:
+        """See ``EmbeddedStore.forget``."""
+        return self._store.forget(where)
+
+    @ray.method
+    def forget_expired(self, namespace: str = "default") -> int:
+        """See ``EmbeddedStore.forget_expired``."""
+        return self._store.forget_expired(namespace)
 
     @ray.method
     def recall(self, query: RecallQuery) -> list[ScoredEpisode]:
@@ -72,6 +90,7 @@ def memory_actor(
     namespace: str | None = None,
     lifetime: Literal["detached"] | None = None,
     weights: RecallWeights | None = None,
+    dimension: int = 384,
     start_timeout_s: float = 60.0,
 ) -> ActorHandle[MemoryActor]:
     """Gets the named memory actor, creating it if no one has yet.
@@ -86,6 +105,7 @@ def memory_actor(
         namespace: Ray namespace of the actor; ``None`` is the caller's job namespace.
         lifetime: ``"detached"`` keeps it alive after the creating job ends.
         weights: Recall ranking, used only when this call creates the actor.
+        dimension: Vector length, used only when this call creates the actor.
         start_timeout_s: How long to wait for the actor to answer.
 
     Returns:
@@ -107,7 +127,7 @@ def memory_actor(
         scheduling_strategy=NodeAffinitySchedulingStrategy(
             node_id=ray.get_runtime_context().get_node_id(), soft=False
         ),
-    ).remote(path, weights)
+    ).remote(path, weights, dimension)
     actual = _actor_data_path(handle, name, start_timeout_s)
     if actual != path:
         raise ConfigurationError(
@@ -135,23 +155,42 @@ def _actor_data_path(handle: ActorProxy[MemoryActor], name: str, timeout_s: floa
 class RayMemory:
     """``EpisodicMemory`` backed by the shared memory actor.
 
-    Picklable, so it can be handed to agent actors on any node.
+    Picklable, so it can be handed to agent actors on any node (the embedder travels as its
+    settings and loads its model or client in the process that uses it).
 
     Args:
         handle: From ``memory_actor``.
+        embedder: Embeds episodes and query texts in the caller's process before they go to
+            the actor; ``None`` keeps recall keyword-only unless callers pass vectors.
     """
 
-    def __init__(self, handle: ActorHandle[MemoryActor]) -> None:
+    def __init__(
+        self, handle: ActorHandle[MemoryActor], *, embedder: Embedder | None = None
+    ) -> None:
         # Ray's method typing (``@ray.method``) works through its "handle or class" alias.
         self._handle: ActorProxy[MemoryActor] = handle
+        self._embedder = embedder
 
-    async def remember(self, episodes: Sequence[Episode]) -> int:
+    async def remember(self, episodes: Sequence[Episode], *, vectors: Vectors | None = None) -> int:
         """See ``EpisodicMemory.remember``."""
-        return await _delivered(self._handle.remember.remote(list(episodes)))
+        batch = list(episodes)
+        if vectors is None:
+            batch, vectors = await embed_episodes(self._embedder, batch)
+        array = None if vectors is None else np.asarray(vectors, dtype=np.float32)
+        return await _delivered(self._handle.remember.remote(batch, array))
 
     async def recall(self, query: RecallQuery) -> list[ScoredEpisode]:
         """See ``EpisodicMemory.recall``."""
+        query = await embed_query(self._embedder, query)
         return await _delivered(self._handle.recall.remote(query))
+
+    async def forget(self, where: MemoryFilter) -> int:
+        """See ``EpisodicMemory.forget``."""
+        return await _delivered(self._handle.forget.remote(where))
+
+    async def forget_expired(self, namespace: str = "default") -> int:
+        """See ``EpisodicMemory.forget_expired``."""
+        return await _delivered(self._handle.forget_expired.remote(namespace))
 
     async def count(self, namespace: str = "default") -> int:
         """See ``EpisodicMemory.count``."""

@@ -103,3 +103,31 @@ def test_dead_actor_is_a_delivery_error(ray_session: None, tmp_path: Path) -> No
     with pytest.raises(DeliveryError, match="memory actor died") as exc:
         run(RayMemory(handle).count())
     assert exc.value.retryable is False
+
+
+def test_vectors_forget_and_ttl_through_the_actor_survive_a_restart(handle: Any) -> None:
+    from memory import CachedEmbedder, MemoryFilter
+    from tests.memory.conftest import WordHashEmbedder
+
+    inner = WordHashEmbedder()
+    memory = RayMemory(handle, embedder=CachedEmbedder(inner))
+    episodes = [
+        Episode.create(kind="observation", content=text, agent="a", step_id=str(i))
+        for i, text in enumerate(["invoice total 4242", "shipping to Berlin", "scratch note"])
+    ]
+    assert run(memory.remember(episodes)) == 3
+    assert run(memory.forget(MemoryFilter(ids=(episodes[2].id,)))) == 1
+    assert run(memory.forget_expired()) == 0
+
+    ray.kill(handle, no_restart=False)
+
+    # After the restart: no re-embedding, vector search still works from the persisted vectors.
+    query = RecallQuery(vector=tuple(inner.vector("Berlin shipping").tolist()), k=3)
+    found = run(RayMemory(handle).recall(query))
+    assert found[0].episode.content == "shipping to Berlin"
+    assert found[0].similarity > 0.5
+    assert found[0].episode.embedding_model == "word-hash"
+    assert run(memory.count()) == 2
+    assert inner.embedded == 3
+    with pytest.raises(ValueError, match="query vector has dimension 2"):
+        run(memory.recall(RecallQuery(vector=(1.0, 0.0))))
