@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
+import ray
+
 from agents._executor import Executor
 from agents._model import ModelClient, OpenAIModelClient
 from agents._planner import Planner
 from agents._reviewer import Reviewer
 from agents._settings import ModelEndpoint, TroupeSettings
 from agents._tools import default_tools
-from memory import EpisodicMemory
+from memory import CachedEmbedder, EpisodicMemory, OpenAIEmbedder, RayMemory, WeaviateMemory
 from protocols import ConfigurationError
 
 Role = Literal["planner", "executor", "reviewer"]
@@ -25,6 +27,30 @@ def model_client(endpoint: ModelEndpoint) -> ModelClient:
             "set agents.<role>.base_url to an OpenAI-compatible URL"
         )
     return OpenAIModelClient(endpoint)
+
+
+def shared_memory(settings: TroupeSettings) -> EpisodicMemory:
+    """The team's episodic memory as configured: the named store actor, or Weaviate.
+
+    Texts are embedded through the configured OpenAI-compatible embeddings endpoint (troupe's
+    own Serve app by default), behind a cache, so recall is hybrid (vectors + keywords).
+    """
+    config = settings.memory
+    embedder = None
+    if config.embedding_model is not None:
+        if not config.embeddings_base_url:
+            raise ConfigurationError(
+                "memory.embedding_model is set but there is no embeddings URL: deploy the Serve "
+                "app first (troupe run does), set memory.embeddings_base_url, or set "
+                "memory.embedding_model to null for keyword-only recall"
+            )
+        embedder = CachedEmbedder(
+            OpenAIEmbedder(config.embeddings_base_url, model=config.embedding_model)
+        )
+    if config.backend == "weaviate":
+        assert config.weaviate is not None  # the settings validator guarantees it
+        return WeaviateMemory(config.weaviate, embedder=embedder)
+    return RayMemory(ray.get_actor(config.actor_name), embedder=embedder)
 
 
 def build_agent(

@@ -12,10 +12,9 @@ from typing import Any, Final, Protocol
 
 import ray
 
-from agents._build import build_agent
+from agents._build import build_agent, shared_memory
 from agents._coordinator import Coordinator
 from agents._settings import TroupeSettings
-from memory import EpisodicMemory, RayMemory
 from protocols import (
     AnyMessage,
     ConsumerHost,
@@ -72,7 +71,7 @@ class AgentActor:
     """
 
     def __init__(self, role: str, name: str, settings: TroupeSettings):
-        memory = _shared_memory(settings)
+        memory = shared_memory(settings)
         self._name = name
         self._host = ConsumerHost(
             AgentConsumer(build_agent(role, settings, memory, name=name)), name=name
@@ -101,7 +100,7 @@ class CoordinatorActor:
     def __init__(self, bus: RayBus, settings: TroupeSettings):
         self._coordinator = Coordinator(
             bus,
-            _shared_memory(settings),
+            shared_memory(settings),
             namespace=settings.memory.namespace,
             request_timeout_s=settings.agents.request_timeout_s,
         )
@@ -113,15 +112,6 @@ class CoordinatorActor:
     def ping(self) -> str:
         """Answers once constructed."""
         return self._coordinator.name
-
-
-def _shared_memory(settings: TroupeSettings) -> EpisodicMemory:
-    """The team's memory actor, found by name.
-
-    Looked up here rather than passed in: an actor handle among the constructor arguments of a
-    restartable actor is something Ray cannot guarantee to restore.
-    """
-    return RayMemory(ray.get_actor(settings.memory.actor_name))
 
 
 # Ray's stubs type a remote class as the class itself; the handles are used untyped.

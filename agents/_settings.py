@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from memory import WeaviateSettings
 from protocols import Budget, BusConfig, ConfigurationError, describe_validation_error
 from serve import ServeSettings
 
@@ -60,11 +61,33 @@ class AgentSettings(_Settings):
 
 
 class MemorySettings(_Settings):
-    """Episodic memory: the embedded store's place on disk."""
+    """Episodic memory: which backend, where it keeps its data, and how texts are embedded."""
 
+    backend: Literal["embedded", "weaviate"] = Field(
+        default="embedded",
+        description="embedded: a store in a named Ray actor; weaviate: a Weaviate server "
+        "(unreachable is an error, never a silent fallback).",
+    )
     data_dir: Path = Field(default=Path(".troupe/memory"), description="Embedded store directory.")
     namespace: str = Field(default="default", description="Memory space for this deployment.")
     actor_name: str = Field(default="troupe-memory", description="Named Ray actor of the store.")
+    weaviate: WeaviateSettings | None = Field(
+        default=None, description="Connection settings; required when backend is weaviate."
+    )
+    embedding_model: str | None = Field(
+        default="minilm-l6-v2",
+        description="Embeddings model for hybrid recall; None: keyword recall only.",
+    )
+    embeddings_base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible /v1 URL for embeddings. None: troupe's own Serve app.",
+    )
+
+    @model_validator(mode="after")
+    def _weaviate_needs_settings(self) -> MemorySettings:
+        if self.backend == "weaviate" and self.weaviate is None:
+            raise ValueError("backend weaviate needs memory.weaviate (at least its url)")
+        return self
 
 
 class BusSettings(_Settings):
@@ -128,7 +151,12 @@ class TroupeSettings(_Settings):
                 ("reviewer", self.agents.reviewer),
             )
         }
-        return self.model_copy(update={"agents": self.agents.model_copy(update=roles)})
+        memory = self.memory.model_copy(
+            update={"embeddings_base_url": self.memory.embeddings_base_url or base_url}
+        )
+        return self.model_copy(
+            update={"agents": self.agents.model_copy(update=roles), "memory": memory}
+        )
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from ray.actor import ActorHandle
 
 from agents._hosting import REMOTE_AGENT, REMOTE_COORDINATOR
 from agents._settings import TroupeSettings
-from memory import memory_actor
+from memory import WeaviateMemory, memory_actor
 from protocols import (
     RayBus,
     RayDeadLetters,
@@ -57,9 +57,7 @@ def start_team(settings: TroupeSettings) -> Team:
 
     The memory actor is shared by name: an existing one is joined, not replaced.
     """
-    memory_settings = settings.memory
-    existed = _named_actor_exists(memory_settings.actor_name)
-    memory_handle = memory_actor(memory_settings.data_dir, name=memory_settings.actor_name)
+    memory_handle = _start_memory(settings)
     options = {"num_cpus": settings.agents.num_cpus, "max_restarts": 1}
     planner = REMOTE_AGENT.options(**options).remote("planner", "planner", settings)
     executors = [
@@ -84,7 +82,7 @@ def start_team(settings: TroupeSettings) -> Team:
         bus=bus,
         coordinator=coordinator,
         agents=agents,
-        owned_memory=None if existed else memory_handle,
+        owned_memory=memory_handle,
         owned_dead_letters=None if letters_existed else letters,
     )
     try:
@@ -93,6 +91,19 @@ def start_team(settings: TroupeSettings) -> Team:
         team.stop()
         raise
     return team
+
+
+def _start_memory(settings: TroupeSettings) -> ActorHandle[Any] | None:
+    """Starts the embedded store's actor (returned when this call created it), or checks that
+    Weaviate answers; agents connect to either themselves (``shared_memory``)."""
+    config = settings.memory
+    if config.backend == "weaviate":
+        assert config.weaviate is not None
+        WeaviateMemory(config.weaviate).close()  # unreachable: ConfigurationError, now
+        return None
+    existed = _named_actor_exists(config.actor_name)
+    handle = memory_actor(config.data_dir, name=config.actor_name)
+    return None if existed else handle
 
 
 def _named_actor_exists(name: str) -> bool:

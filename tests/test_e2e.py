@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agents import TroupeSettings, start_team
-from memory import RayMemory
+from memory import RayMemory, RecallQuery
 from protocols import TaskCompleted, TaskSubmitted
 
 GOAL = "What is 17 * 23 + 4? Compute it and give the number."
@@ -31,7 +31,9 @@ def test_a_task_completes_through_planner_executor_and_reviewer(
         task = TaskSubmitted(task_id="e2e-1", goal=GOAL, budget=settings.budget)
         outcome = team.run(task, timeout_s=600)
         assert team.owned_memory is not None
-        episodes = asyncio.run(RayMemory(team.owned_memory).count())
+        memory = RayMemory(team.owned_memory)
+        episodes = asyncio.run(memory.count())
+        recalled = asyncio.run(memory.recall(RecallQuery(text="multiply numbers", k=3)))
     finally:
         team.stop()
 
@@ -51,3 +53,5 @@ def test_a_task_completes_through_planner_executor_and_reviewer(
     assert outcome.final_answer.strip()
     # Executors wrote their actions and results, the coordinator its plan and summary.
     assert episodes >= 2 * len(outcome.steps) + 2
+    # ...embedded through the Serve app's embeddings model, so recall can be hybrid.
+    assert recalled and all(s.episode.embedding_model == "minilm-l6-v2" for s in recalled)

@@ -358,3 +358,30 @@ def test_settings_point_unset_roles_at_the_local_endpoint(tmp_path: Path) -> Non
     settings = TroupeSettings.load(path).with_local_endpoint("http://127.0.0.1:8000/v1")
     assert settings.agents.planner.base_url == "http://big:9000/v1"
     assert settings.agents.executor.base_url == "http://127.0.0.1:8000/v1"
+
+
+def test_weaviate_memory_needs_its_settings_and_an_unreachable_one_is_an_error() -> None:
+    from agents._team import _start_memory
+
+    with pytest.raises(ValueError, match="backend weaviate needs memory.weaviate"):
+        TroupeSettings.model_validate({"memory": {"backend": "weaviate"}})
+    settings = TroupeSettings.model_validate(
+        {
+            "memory": {
+                "backend": "weaviate",
+                "weaviate": {"url": "http://127.0.0.1:9", "grpc_port": 9},
+            }
+        }
+    )
+    with pytest.raises(ConfigurationError):
+        _start_memory(settings)
+
+
+def test_memory_embeddings_default_to_the_local_serve_app() -> None:
+    settings = TroupeSettings().with_local_endpoint("http://127.0.0.1:8000/v1")
+    assert settings.memory.embeddings_base_url == "http://127.0.0.1:8000/v1"
+    assert settings.memory.embedding_model == "minilm-l6-v2"
+    custom = TroupeSettings.model_validate(
+        {"memory": {"embeddings_base_url": "http://emb:9000/v1"}}
+    ).with_local_endpoint("http://127.0.0.1:8000/v1")
+    assert custom.memory.embeddings_base_url == "http://emb:9000/v1"
