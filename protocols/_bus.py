@@ -153,13 +153,12 @@ class DeliveryCore(ABC, Generic[M]):
             await self._deliver_until_done(group, envelope)
 
     async def _publish_batch_to(self, group: _Group[M], envelopes: list[Envelope]) -> None:
-        by_member: dict[int, list[Envelope]] = {}
-        for envelope in envelopes:
-            members = group.sticky(envelope.task_id)
-            if members:
-                by_member.setdefault(id(members[0]), []).append(envelope)
         if not group.members:
             return
+        # Each task's messages go, in order, to the member its task id picks.
+        by_member: dict[int, list[Envelope]] = {}
+        for envelope in envelopes:
+            by_member.setdefault(id(group.sticky(envelope.task_id)[0]), []).append(envelope)
         await asyncio.gather(*(self._send_chunks(group, chunk) for chunk in by_member.values()))
 
     async def _send_chunks(self, group: _Group[M], envelopes: list[Envelope]) -> None:
