@@ -153,8 +153,11 @@ class DeliveryCore(ABC, Generic[M]):
             await self._deliver_until_done(group, envelope)
 
     async def _publish_batch_to(self, group: _Group[M], envelopes: list[Envelope]) -> None:
-        if not group.members:
-            return
+        if not group.members:  # all members died: say so, as a single publish would
+            raise DeliveryError(
+                f"no live member in group {group.name!r} of topic {group.topic!r}",
+                code="no_consumer",
+            )
         # Each task's messages go, in order, to the member its task id picks.
         by_member: dict[int, list[Envelope]] = {}
         for envelope in envelopes:

@@ -436,3 +436,12 @@ def test_killing_the_dead_letter_actor_loses_no_acknowledged_letter(
         assert len(run(harness.letters.list())) == 2
     finally:
         harness.cleanup()
+
+
+def test_a_batch_to_a_group_with_no_member_left_is_an_error(harness: Harness) -> None:
+    harness.add("work", "pool", "a")
+    harness.remove("a")
+    with pytest.raises(DeliveryError, match="no live member"):
+        run(harness.bus.publish(_envelope("s1")))
+    with pytest.raises(DeliveryError, match="no live member"):
+        run(harness.bus.publish_batch([_envelope("s2"), _envelope("s3")]))
