@@ -194,8 +194,10 @@ class DeliveryCore(ABC, Generic[M]):
         member = group.sticky(chunk[0].task_id)[0]
         try:
             results = await self._call_batch(member, chunk, DEFAULT_TIMEOUT_S)
-        except (MemberGone, TimeoutError):
+        except MemberGone:
             self._drop(group, member)
+            return [SKIPPED] * len(chunk)
+        except TimeoutError:  # slow, not gone: each message goes again on its own
             return [SKIPPED] * len(chunk)
         group.delivered += sum(1 for r in results if _acknowledged(r))
         return results
@@ -204,6 +206,8 @@ class DeliveryCore(ABC, Generic[M]):
         """Redelivers until acknowledged, dead-lettered, or no member is left."""
         attempt = envelope.attempt
         backoff = self.config.retry_backoff_s
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.config.full_timeout_s
         while True:
             current = envelope.model_copy(update={"attempt": attempt})
             reply = await self._deliver_once(group, current, sticky=True)
@@ -211,7 +215,12 @@ class DeliveryCore(ABC, Generic[M]):
             if report is None:
                 return
             if report.code == "back_pressure":  # the member is full: not a failed attempt
-                await asyncio.sleep(backoff)
+                if loop.time() > give_up_at:
+                    raise BackPressureError(
+                        f"{group.topic}/{group.name}: {report.message} for longer than "
+                        f"{self.config.full_timeout_s:g}s"
+                    )
+                await asyncio.sleep(self.config.retry_backoff_s)
                 continue
             if not report.retryable or attempt >= self.config.max_attempts:
                 await self._dead_letter(group, current, report)

@@ -445,3 +445,22 @@ def test_a_batch_to_a_group_with_no_member_left_is_an_error(harness: Harness) ->
         run(harness.bus.publish(_envelope("s1")))
     with pytest.raises(DeliveryError, match="no live member"):
         run(harness.bus.publish_batch([_envelope("s2"), _envelope("s3")]))
+
+
+def test_a_consumer_that_stays_full_makes_publish_give_up(kind: str) -> None:
+    harness = Harness(kind, BusConfig(full_timeout_s=0.3, retry_backoff_s=0.01))
+    try:
+        harness.add("work", "pool", "a", "slow", delay=1.5, capacity=1)
+
+        async def two() -> list[Any]:
+            first = asyncio.ensure_future(harness.bus.publish(_envelope("s1", task_id="x")))
+            await asyncio.sleep(0.2)
+            second = harness.bus.publish(_envelope("s2", task_id="y"))
+            return await asyncio.gather(first, second, return_exceptions=True)
+
+        first, second = run(two())
+        assert first is None
+        assert isinstance(second, BackPressureError)
+        assert "is full" in second.message
+    finally:
+        harness.cleanup()
