@@ -454,7 +454,8 @@ def test_a_consumer_that_stays_full_makes_publish_give_up(kind: str) -> None:
 
         async def two() -> list[Any]:
             first = asyncio.ensure_future(harness.bus.publish(_envelope("s1", task_id="x")))
-            await asyncio.sleep(0.2)
+            while "s1" not in harness.seen("a"):  # s1 holds the consumer's only slot
+                await asyncio.sleep(0.02)
             second = harness.bus.publish(_envelope("s2", task_id="y"))
             return await asyncio.gather(first, second, return_exceptions=True)
 
