@@ -1,5 +1,6 @@
-"""OpenAI-compatible model serving on Ray Serve: llama.cpp chat, sentence-transformers
-embeddings, passthrough to external APIs, with fallbacks between models.
+"""OpenAI-compatible model serving on Ray Serve: llama.cpp, transformers and vLLM chat,
+sentence-transformers embeddings, passthrough to external APIs, with fallbacks between models,
+and ``HandleClient`` for callers inside the cluster (the ``openai`` interface, no HTTP hop).
 
 Quick start (a Ray is started or joined by ``deploy``)::
 
@@ -12,6 +13,7 @@ Or with the Serve CLI: ``serve run serve/config.yaml``.
 
 from serve._api import EngineBackend, ModelBackend, create_app
 from serve._app import app_builder, build_app, deploy, shutdown
+from serve._client import ChunkStream, HandleClient
 from serve._embedding_types import (
     Embedding,
     EmbeddingRequest,
@@ -42,7 +44,10 @@ from serve._settings import (
     PassthroughSettings,
     SentenceTransformersSettings,
     ServeSettings,
+    TransformersSettings,
+    VllmSettings,
 )
+from serve._transformers import ResponseFormatNotMetError, TransformersEngine
 from serve._types import (
     AssistantMessage,
     ChatCompletionChoice,
@@ -70,6 +75,7 @@ from serve._types import (
     ToolChoice,
     ToolDefinition,
 )
+from serve._vllm import VllmEngine, require_vllm
 
 __all__ = [
     "APIError",
@@ -83,6 +89,7 @@ __all__ = [
     "ChatMessage",
     "ChunkChoice",
     "ChunkDelta",
+    "ChunkStream",
     "CompletionUsage",
     "ContextLengthExceededError",
     "Embedding",
@@ -98,6 +105,7 @@ __all__ = [
     "FallbackBackend",
     "FunctionCall",
     "FunctionDefinition",
+    "HandleClient",
     "InvalidRequestError",
     "JsonObjectResponseFormat",
     "JsonSchemaResponseFormat",
@@ -115,6 +123,7 @@ __all__ = [
     "PassthroughEngine",
     "PassthroughSettings",
     "ResponseFormat",
+    "ResponseFormatNotMetError",
     "SentenceTransformersEngine",
     "SentenceTransformersSettings",
     "ServeSettings",
@@ -124,6 +133,10 @@ __all__ = [
     "ToolCallDelta",
     "ToolChoice",
     "ToolDefinition",
+    "TransformersEngine",
+    "TransformersSettings",
+    "VllmEngine",
+    "VllmSettings",
     "app_builder",
     "build_app",
     "bundled_embedding_model_path",
@@ -131,5 +144,6 @@ __all__ = [
     "create_app",
     "create_engine",
     "deploy",
+    "require_vllm",
     "shutdown",
 ]

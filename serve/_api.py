@@ -235,17 +235,19 @@ async def _api_error_response(_: Request, error: Exception) -> JSONResponse:
 
 async def _validation_error_response(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    problems = [_describe(problem) for problem in error.errors()]
+    return error_response(400, validation_error_detail(error.errors()))
+
+
+def validation_error_detail(errors: Sequence[Any]) -> ErrorDetail:
+    """The 400 body for pydantic/FastAPI validation errors: each problem, naming its field."""
+    problems = [_describe(problem) for problem in errors]
     first_param = problems[0][0] if problems else None
     message = "; ".join(f"{param}: {text}" if param else text for param, text in problems)
-    return error_response(
-        400,
-        ErrorDetail(
-            message=f"Invalid request: {message}",
-            type="invalid_request_error",
-            param=first_param,
-            code="invalid_request",
-        ),
+    return ErrorDetail(
+        message=f"Invalid request: {message}",
+        type="invalid_request_error",
+        param=first_param,
+        code="invalid_request",
     )
 
 

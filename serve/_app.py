@@ -32,8 +32,15 @@ from serve._embedding_types import EmbeddingRequest, EmbeddingResponse
 from serve._engine import Engine, create_engine
 from serve._errors import APIError, APIErrorReport, EngineFailedError, ModelUnavailableError
 from serve._fallback import FallbackBackend
-from serve._settings import ModelSettings, SentenceTransformersSettings, ServeSettings
+from serve._settings import (
+    ModelSettings,
+    SentenceTransformersSettings,
+    ServeSettings,
+    TransformersSettings,
+    VllmSettings,
+)
 from serve._types import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse
+from serve._vllm import require_vllm
 
 INGRESS_DEPLOYMENT = "openai-ingress"
 # Serve health-checks every replica on its own; this only bounds `GET /health` on the ingress.
@@ -201,7 +208,13 @@ def build_app(settings: ServeSettings) -> serve.Application:
 
     Returns:
         An application to pass to ``serve.run`` (see ``deploy``).
+
+    Raises:
+        ConfigurationError: A model's engine cannot run (vLLM chosen but not installed).
     """
+    for model in settings.models:
+        if isinstance(model, VllmSettings):
+            require_vllm(model)
     handles = {model.name: _model_app(model) for model in settings.models}
     ingress = serve.deployment(
         name=INGRESS_DEPLOYMENT,
@@ -220,7 +233,7 @@ def _model_app(model: ModelSettings) -> serve.Application:
 def model_deployment_options(model: ModelSettings) -> dict[str, Any]:
     """Serve deployment options for ``model``: resources, concurrency, replicas or autoscaling."""
     actor_options: dict[str, Any] = {"num_cpus": model.num_cpus, "num_gpus": model.num_gpus}
-    if isinstance(model, SentenceTransformersSettings):
+    if isinstance(model, SentenceTransformersSettings | TransformersSettings | VllmSettings):
         # Weights come from a local directory; a hub lookup would hang on an offline machine.
         actor_options["runtime_env"] = {"env_vars": OFFLINE_ENV}
     options: dict[str, Any] = {

@@ -16,6 +16,8 @@ from serve._settings import (
     ModelSettings,
     PassthroughSettings,
     SentenceTransformersSettings,
+    TransformersSettings,
+    VllmSettings,
 )
 from serve._types import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse
 from serve._types import response_chunks as _response_chunks
@@ -144,5 +146,13 @@ def create_engine(settings: ModelSettings) -> Engine:
             from serve._passthrough import PassthroughEngine
 
             return PassthroughEngine(settings)
+        case TransformersSettings():
+            from serve._transformers import TransformersEngine
+
+            return TransformersEngine(settings)
+        case VllmSettings():
+            from serve._vllm import VllmEngine
+
+            return VllmEngine(settings)
         case _:
             assert_never(settings)

@@ -183,6 +183,87 @@ class PassthroughSettings(_DeploymentSettings):
     )
 
 
+class TransformersSettings(_DeploymentSettings):
+    """A chat model run by Hugging Face ``transformers`` from a local model directory.
+
+    The directory holds the weights, config and tokenizer (``save_pretrained`` output); nothing is
+    downloaded. ``device: auto`` takes CUDA when the replica sees a GPU, which it does only when
+    ``num_gpus`` reserves one (Ray then places the replica on a GPU node).
+    """
+
+    engine: Literal["transformers"] = Field(
+        default="transformers", description="Inference engine that runs the model."
+    )
+    path: str = Field(
+        min_length=1, description="Local directory of an HF causal-LM model and its tokenizer."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="Torch device: `auto` is CUDA when a GPU is visible to the replica, else CPU.",
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto",
+        description="Weight dtype: `auto` is float16 on CUDA and float32 on CPU.",
+    )
+    n_threads: int = Field(default=1, ge=1, description="Torch CPU threads per replica.")
+    max_context: int | None = Field(
+        default=None,
+        ge=16,
+        description="Context window in tokens; None takes the model's `max_position_embeddings`.",
+    )
+    seed: int = Field(
+        default=0, description="Sampler seed used when a request does not send its own `seed`."
+    )
+
+    @model_validator(mode="after")
+    def _cuda_needs_a_gpu(self) -> Self:
+        if self.device == "cuda" and self.num_gpus <= 0:
+            raise ValueError(
+                "device 'cuda' needs num_gpus > 0, so Ray places the replica on a GPU node "
+                "and lets it see the GPU"
+            )
+        return self
+
+
+class VllmSettings(_DeploymentSettings):
+    """A chat model run by vLLM on GPUs (vLLM must be installed where the replicas run).
+
+    These settings validate without vLLM; deploying them without it is a ``ConfigurationError``.
+    """
+
+    engine: Literal["vllm"] = Field(default="vllm", description="Inference engine that runs it.")
+    path: str = Field(
+        min_length=1, description="Local directory of the model (weights, config, tokenizer)."
+    )
+    num_gpus: float = Field(
+        default=1,
+        gt=0,
+        description="GPUs Ray reserves per replica; vLLM runs only on GPUs, so at least a share.",
+    )
+    tensor_parallel_size: int = Field(
+        default=1, ge=1, description="GPUs one replica shards the model across."
+    )
+    max_model_len: int | None = Field(
+        default=None, ge=16, description="Context window in tokens; None takes the model's."
+    )
+    gpu_memory_utilization: float = Field(
+        default=0.9, gt=0, le=1, description="Share of GPU memory vLLM may take (weights + cache)."
+    )
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        default="auto", description="Weight dtype."
+    )
+    seed: int = Field(default=0, description="Engine seed; a request's `seed` wins over it.")
+
+    @model_validator(mode="after")
+    def _gpus_cover_the_shards(self) -> Self:
+        if self.num_gpus < self.tensor_parallel_size:
+            raise ValueError(
+                f"tensor_parallel_size {self.tensor_parallel_size} needs num_gpus >= "
+                f"{self.tensor_parallel_size} (got {self.num_gpus})"
+            )
+        return self
+
+
 def _engine_of(value: object) -> str:
     # A model entry without `engine` is llama.cpp, as before engines were a choice.
     if isinstance(value, dict):
@@ -193,7 +274,9 @@ def _engine_of(value: object) -> str:
 ModelSettings = Annotated[
     Annotated[LlamaCppSettings, Tag("llama_cpp")]
     | Annotated[SentenceTransformersSettings, Tag("sentence_transformers")]
-    | Annotated[PassthroughSettings, Tag("passthrough")],
+    | Annotated[PassthroughSettings, Tag("passthrough")]
+    | Annotated[TransformersSettings, Tag("transformers")]
+    | Annotated[VllmSettings, Tag("vllm")],
     Discriminator(_engine_of),
 ]
 """Settings of one served model; ``engine`` decides which kind (llama.cpp when left out)."""

@@ -16,6 +16,8 @@ from serve import (
     PassthroughSettings,
     SentenceTransformersSettings,
     ServeSettings,
+    TransformersSettings,
+    VllmSettings,
 )
 
 MODEL: TypeAdapter[Any] = TypeAdapter(ModelSettings)
@@ -36,6 +38,7 @@ def test_public_api_is_pinned() -> None:
         "ChatMessage",
         "ChunkChoice",
         "ChunkDelta",
+        "ChunkStream",
         "CompletionUsage",
         "ContextLengthExceededError",
         "Embedding",
@@ -51,6 +54,7 @@ def test_public_api_is_pinned() -> None:
         "FallbackBackend",
         "FunctionCall",
         "FunctionDefinition",
+        "HandleClient",
         "InvalidRequestError",
         "JsonObjectResponseFormat",
         "JsonSchemaResponseFormat",
@@ -68,6 +72,7 @@ def test_public_api_is_pinned() -> None:
         "PassthroughEngine",
         "PassthroughSettings",
         "ResponseFormat",
+        "ResponseFormatNotMetError",
         "SentenceTransformersEngine",
         "SentenceTransformersSettings",
         "ServeSettings",
@@ -77,6 +82,10 @@ def test_public_api_is_pinned() -> None:
         "ToolCallDelta",
         "ToolChoice",
         "ToolDefinition",
+        "TransformersEngine",
+        "TransformersSettings",
+        "VllmEngine",
+        "VllmSettings",
         "app_builder",
         "build_app",
         "bundled_embedding_model_path",
@@ -84,6 +93,7 @@ def test_public_api_is_pinned() -> None:
         "create_app",
         "create_engine",
         "deploy",
+        "require_vllm",
         "shutdown",
     ]
     for name in serve.__all__:
@@ -131,7 +141,7 @@ def test_base_url(fields: dict[str, Any], expected: str) -> None:
     ("cls", "fields", "fragment"),
     [
         (MODEL.validate_python, {"n_ctxx": 10}, "Extra inputs"),
-        (MODEL.validate_python, {"engine": "vllm"}, "'llama_cpp', 'sentence_transformers'"),
+        (MODEL.validate_python, {"engine": "tensorrt"}, "'llama_cpp', 'sentence_transformers'"),
         (MODEL.validate_python, {"min_replicas": 3, "max_replicas": 2}, "max_replicas"),
         (MODEL.validate_python, {"num_cpus": -1}, "greater than or equal to 0"),
         (MODEL.validate_python, {"name": "bad name"}, "pattern"),
@@ -169,6 +179,8 @@ def test_every_settings_field_is_described() -> None:
         LlamaCppSettings,
         SentenceTransformersSettings,
         PassthroughSettings,
+        TransformersSettings,
+        VllmSettings,
         ServeSettings,
     ):
         for name, field in cls.model_fields.items():
