@@ -47,8 +47,11 @@ pytest: $(STAMP_DEV)
 
 test: lint typecheck pytest
 
+# Each benchmark prints one JSON object as its last line; run them on a quiet machine.
 bench: $(STAMP_DEV)
 	$(BIN)/python bench/bus.py
+	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/memory.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
