@@ -1,0 +1,398 @@
+"""The task journal: an append-only, hash-chained event log per task, in SQLite (WAL).
+
+Every message the coordinator handles and every decision it makes is appended here *before*
+it acts on it; ``append`` returns only once the entry is on disk. Recovery folds a task's
+entries back into a ``TaskState`` (``agents._journal_fold``).
+
+Durability: ``synchronous=FULL`` by default. In WAL mode NORMAL only syncs the WAL at
+checkpoints, so an OS crash or power loss can lose the last commits although ``append`` had
+returned; the issue promises that a journaled (and acknowledged) task survives, so each
+commit is fsync'd. ``bench/durability.py`` measures what that costs on this disk.
+
+Concurrency: one ``SqliteJournal`` (one connection) per process, shared by its threads under
+a lock. Each append is one ``BEGIN IMMEDIATE`` transaction that reads the task's last
+sequence number and hash and writes the next entry, so sequences are gap-free even with
+several processes appending to the same file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Final, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agents._journal_audit import audit_rows
+from agents._journal_codec import (
+    canonical_entry,
+    chain_hash,
+    decode_payload,
+    encode_payload,
+    payload_kind,
+)
+from agents._journal_fold import check_transition
+from agents._journal_models import (
+    GENESIS_HASH,
+    TERMINAL,
+    AuditReport,
+    CompactionReport,
+    JournalEntry,
+    JournalError,
+    JournalPayload,
+    RetentionPolicy,
+    StateChanged,
+    TaskInfo,
+    TaskStatus,
+)
+from protocols import Envelope, TaskSubmitted
+
+DB_NAME: Final = "journal.sqlite3"
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    last_seq INTEGER NOT NULL,
+    head_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE TABLE IF NOT EXISTS entries (
+    task_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    at TEXT NOT NULL,
+    payload TEXT,
+    blob_sha TEXT,
+    payload_sha TEXT NOT NULL,
+    previous_hash TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    PRIMARY KEY (task_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blobs (
+    sha TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entries_blob ON entries (blob_sha) WHERE blob_sha IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, finished_at);
+"""
+
+
+class JournalConfig(BaseModel):
+    """Settings of the SQLite journal."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data_dir: Path = Field(description="Directory of the journal file (created if missing).")
+    synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL",
+        description="FULL fsyncs every commit (durable when append returns); NORMAL may lose "
+        "the last commits on power loss or OS crash, not on a process crash.",
+    )
+    blob_threshold_bytes: int = Field(
+        default=4096, ge=0, description="Payloads larger than this go to the blob table."
+    )
+    busy_timeout_ms: int = Field(
+        default=10_000, ge=0, description="How long a writer waits for another process's lock."
+    )
+
+
+class Journal(Protocol):
+    """An append-only event log per task. SQLite today; Postgres can follow."""
+
+    def append(self, task_id: str, kind: str, payload: JournalPayload) -> JournalEntry:
+        """Writes the next entry of the task; it is durable when this returns."""
+        ...
+
+    def entries(self, task_id: str, *, after_seq: int = 0) -> list[JournalEntry]:
+        """The task's entries after ``after_seq``, in sequence order."""
+        ...
+
+    def last(self, task_id: str) -> JournalEntry | None:
+        """The task's latest entry, or None for an unknown task."""
+        ...
+
+    def tasks(self, status: TaskStatus | None = None) -> list[TaskInfo]:
+        """Known tasks, optionally only those in ``status``."""
+        ...
+
+    def audit(self, task_id: str) -> AuditReport:
+        """Recomputes the task's hash chain and reports every damaged entry."""
+        ...
+
+    def compact(self, policy: RetentionPolicy) -> CompactionReport:
+        """Deletes finished tasks per ``policy``; never touches unfinished ones."""
+        ...
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SqliteJournal:
+    """The journal in one SQLite file (WAL mode) in a data directory.
+
+    Args:
+        config: Where and how to store it.
+        clock: The time source for entry timestamps and retention (tests pass a fake).
+    """
+
+    def __init__(self, config: JournalConfig, *, clock: Callable[[], datetime] = _utc_now):
+        self._config = config
+        self._clock = clock
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = config.data_dir / DB_NAME
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves (BEGIN IMMEDIATE for writes).
+        self._db = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=config.busy_timeout_ms / 1000,
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={config.synchronous}")
+        self._db.execute(f"PRAGMA busy_timeout={config.busy_timeout_ms}")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        """Closes the connection; the journal object is unusable afterwards."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> SqliteJournal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _use(self) -> Iterator[sqlite3.Connection]:
+        if os.getpid() != self._pid:
+            raise JournalError("a SqliteJournal cannot cross a fork; open one per process")
+        with self._lock:
+            yield self._db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._use() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def append(self, task_id: str, kind: str, payload: JournalPayload) -> JournalEntry:
+        """Writes the next entry of ``task_id``; durable (fsync'd with FULL) when it returns.
+
+        Raises:
+            JournalError: ``kind`` does not match the payload, the envelope belongs to another
+                task, or the first entry of a task is not its ``task.submitted``.
+            IllegalTransitionError: a ``state.changed`` the state machine does not allow.
+        """
+        self._check_payload(task_id, kind, payload)
+        data = encode_payload(payload)
+        payload_sha = hashlib.sha256(data).hexdigest()
+        at = self._clock().astimezone(UTC)
+        at_text = at.isoformat()
+        large = len(data) > self._config.blob_threshold_bytes
+        with self._write() as db:
+            row = db.execute(
+                "SELECT status, last_seq, head_hash FROM tasks WHERE task_id = ?", (task_id,)
+            ).fetchone()
+            status, seq, previous = self._next_position(task_id, kind, payload, row)
+            digest = chain_hash(previous, canonical_entry(task_id, seq, kind, at_text, payload_sha))
+            if large:
+                db.execute(
+                    "INSERT OR IGNORE INTO blobs (sha, data) VALUES (?, ?)", (payload_sha, data)
+                )
+            db.execute(
+                "INSERT INTO entries (task_id, seq, kind, at, payload, blob_sha, payload_sha,"
+                " previous_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    task_id,
+                    seq,
+                    kind,
+                    at_text,
+                    None if large else data.decode(),
+                    payload_sha if large else None,
+                    payload_sha,
+                    previous,
+                    digest,
+                ),
+            )
+            self._upsert_task(db, task_id, status=status, seq=seq, head=digest, at=at_text)
+        return JournalEntry(
+            task_id=task_id,
+            seq=seq,
+            kind=kind,
+            payload=payload,
+            at=at,
+            previous_hash=previous,
+            hash=digest,
+            blob=payload_sha if large else None,
+        )
+
+    @staticmethod
+    def _check_payload(task_id: str, kind: str, payload: JournalPayload) -> None:
+        expected = payload_kind(payload)
+        if kind != expected:
+            raise JournalError(f"entry kind {kind!r} does not match its payload ({expected!r})")
+        if isinstance(payload, Envelope) and payload.task_id not in (None, task_id):
+            raise JournalError(
+                f"envelope of task {payload.task_id} cannot go into the journal of {task_id}"
+            )
+
+    @staticmethod
+    def _next_position(
+        task_id: str, kind: str, payload: JournalPayload, row: tuple[str, int, str] | None
+    ) -> tuple[str, int, str]:
+        """(status after the entry, its seq, the previous hash)."""
+        if row is None:
+            if not (isinstance(payload, Envelope) and isinstance(payload.payload, TaskSubmitted)):
+                raise JournalError(
+                    f"task {task_id} is unknown: its first entry must be task.submitted, not {kind}"
+                )
+            return "submitted", 1, GENESIS_HASH
+        status, last_seq, head = row
+        if isinstance(payload, Envelope) and isinstance(payload.payload, TaskSubmitted):
+            raise JournalError(f"task {task_id} was already submitted")
+        if isinstance(payload, StateChanged):
+            check_transition(status, payload.to, task_id=task_id, seq=last_seq + 1)
+            status = payload.to
+        return status, last_seq + 1, head
+
+    @staticmethod
+    def _upsert_task(
+        db: sqlite3.Connection, task_id: str, *, status: str, seq: int, head: str, at: str
+    ) -> None:
+        finished = at if status in TERMINAL else None
+        db.execute(
+            "INSERT INTO tasks (task_id, status, last_seq, head_hash, created_at, updated_at,"
+            " finished_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET"
+            " status = excluded.status, last_seq = excluded.last_seq,"
+            " head_hash = excluded.head_hash, updated_at = excluded.updated_at,"
+            " finished_at = COALESCE(tasks.finished_at, excluded.finished_at)",
+            (task_id, status, seq, head, at, at, finished),
+        )
+
+    # -- reading -----------------------------------------------------------------------------
+
+    _SELECT: Final = (
+        "SELECT e.task_id, e.seq, e.kind, e.at, COALESCE(e.payload, b.data), e.blob_sha,"
+        " e.previous_hash, e.hash FROM entries e LEFT JOIN blobs b ON b.sha = e.blob_sha"
+    )
+
+    def entries(self, task_id: str, *, after_seq: int = 0) -> list[JournalEntry]:
+        """The task's entries after ``after_seq`` in sequence order, blobs resolved."""
+        with self._use() as db:
+            rows = db.execute(
+                f"{self._SELECT} WHERE e.task_id = ? AND e.seq > ? ORDER BY e.seq",
+                (task_id, after_seq),
+            ).fetchall()
+        return [self._entry(row) for row in rows]
+
+    def last(self, task_id: str) -> JournalEntry | None:
+        """The task's latest entry, or None for an unknown task."""
+        with self._use() as db:
+            row = db.execute(
+                f"{self._SELECT} WHERE e.task_id = ? ORDER BY e.seq DESC LIMIT 1", (task_id,)
+            ).fetchone()
+        return None if row is None else self._entry(row)
+
+    def tasks(self, status: TaskStatus | None = None) -> list[TaskInfo]:
+        """Known tasks (oldest first), optionally only those in ``status``."""
+        query = "SELECT task_id, status, last_seq, created_at, updated_at, finished_at FROM tasks"
+        params: tuple[str, ...] = ()
+        if status is not None:
+            query, params = f"{query} WHERE status = ?", (status,)
+        with self._use() as db:
+            rows = db.execute(f"{query} ORDER BY created_at, task_id", params).fetchall()
+        return [
+            TaskInfo(
+                task_id=r[0],
+                status=r[1],
+                entries=r[2],
+                created_at=r[3],
+                updated_at=r[4],
+                finished_at=r[5],
+            )
+            for r in rows
+        ]
+
+    @staticmethod
+    def _entry(
+        row: tuple[str, int, str, str, str | bytes | None, str | None, str, str],
+    ) -> JournalEntry:
+        task_id, seq, kind, at, data, blob, previous, digest = row
+        if data is None:
+            raise JournalError(f"task {task_id} seq {seq}: blob {blob} is missing")
+        return JournalEntry(
+            task_id=task_id,
+            seq=seq,
+            kind=kind,
+            payload=decode_payload(kind, data),
+            at=datetime.fromisoformat(at),
+            previous_hash=previous,
+            hash=digest,
+            blob=blob,
+        )
+
+    # -- audit and retention -----------------------------------------------------------------
+
+    def audit(self, task_id: str) -> AuditReport:
+        """Recomputes the task's chain from the stored bytes; see ``agents._journal_audit``."""
+        with self._use() as db:
+            rows = db.execute(
+                "SELECT e.seq, e.kind, e.at, COALESCE(e.payload, b.data), e.payload_sha,"
+                " e.previous_hash, e.hash FROM entries e LEFT JOIN blobs b ON b.sha = e.blob_sha"
+                " WHERE e.task_id = ? ORDER BY e.seq",
+                (task_id,),
+            ).fetchall()
+            head = db.execute(
+                "SELECT last_seq, head_hash FROM tasks WHERE task_id = ?", (task_id,)
+            ).fetchone()
+        return audit_rows(task_id, rows, head)
+
+    def compact(self, policy: RetentionPolicy) -> CompactionReport:
+        """Deletes finished tasks chosen by ``policy`` and the blobs no entry uses any more."""
+        cutoff = None
+        if policy.max_age_days is not None:
+            cutoff = (self._clock() - timedelta(days=policy.max_age_days)).astimezone(UTC)
+        with self._write() as db:
+            finished = db.execute(
+                "SELECT task_id, finished_at FROM tasks WHERE finished_at IS NOT NULL"
+                " ORDER BY finished_at DESC, task_id DESC"
+            ).fetchall()
+            doomed = [
+                task_id
+                for rank, (task_id, finished_at) in enumerate(finished)
+                if (cutoff is not None and datetime.fromisoformat(finished_at) < cutoff)
+                or (policy.keep_last is not None and rank >= policy.keep_last)
+            ]
+            entries = 0
+            for task_id in doomed:
+                entries += db.execute("DELETE FROM entries WHERE task_id = ?", (task_id,)).rowcount
+                db.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
+            blobs = db.execute(
+                "DELETE FROM blobs WHERE sha NOT IN"
+                " (SELECT blob_sha FROM entries WHERE blob_sha IS NOT NULL)"
+            ).rowcount
+        with self._use() as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return CompactionReport(
+            tasks_removed=tuple(doomed), entries_removed=entries, blobs_removed=blobs
+        )
