@@ -8,6 +8,9 @@ line. The raw side runs while the Serve replicas sit idle, so the two never shar
 
     .venv/bin/python bench/serve.py [--threads 1] [--requests 6] [--max-tokens 32]
 
+`overhead_ms_p50` compares the timed requests; `overhead_ms_p50_1_token` compares 30 requests of
+one completion token each, which isolates the per-request cost of the Serve path.
+
 On a shared 2-core machine numbers move with whatever else runs; compare within one run.
 """
 
@@ -46,6 +49,9 @@ from serve import (  # noqa: E402
 PROMPT = [{"role": "user", "content": "Describe a lighthouse in two sentences."}]
 SENTENCES = [f"Sentence number {i} talks about lighthouses, ships and the sea." for i in range(256)]
 EMBED_BATCH = 32
+# Requests of one token each, raw and served: their latency difference is the request overhead
+# without the noise of 32 decode steps (which alone varies by +-10 ms on a shared machine).
+OVERHEAD_REQUESTS = 30
 
 
 def _free_port() -> int:
@@ -77,10 +83,16 @@ def raw_chat(threads: int, requests: int, max_tokens: int) -> dict[str, Any]:
 
     once()  # warm-up
     runs = [once() for _ in range(requests)]
+    one_token = []
+    for _ in range(OVERHEAD_REQUESTS):
+        started = time.perf_counter()
+        llm.create_chat_completion(messages=PROMPT, max_tokens=1, temperature=0)  # type: ignore[arg-type]
+        one_token.append(time.perf_counter() - started)
     llm.close()
     seconds = [s for s, _ in runs]
     return {
         "latency_ms_p50": _p50(seconds) * 1000,
+        "one_token_ms_p50": _p50(one_token) * 1000,
         "tokens_s": sum(n for _, n in runs) / sum(seconds),
         "tokens": [n for _, n in runs],
     }
@@ -163,6 +175,7 @@ def main() -> None:
         served_chat(client, chat_model.name, 4)  # warm-up; replicas then idle during raw runs
         raw = raw_chat(args.threads, args.requests, args.max_tokens)
         runs = [served_chat(client, chat_model.name, args.max_tokens) for _ in range(args.requests)]
+        one_token = [served_chat(client, chat_model.name, 1)[0] for _ in range(OVERHEAD_REQUESTS)]
         ttft = [first_token_s(client, chat_model.name, args.max_tokens) for _ in range(5)]
         concurrent = {
             c: burst(client, chat_model.name, clients=c, max_tokens=args.max_tokens)
@@ -188,6 +201,7 @@ def main() -> None:
         "raw_latency_ms_p50": round(raw["latency_ms_p50"], 1),
         "serve_latency_ms_p50": round(_p50(seconds) * 1000, 1),
         "overhead_ms_p50": round(_p50(seconds) * 1000 - raw["latency_ms_p50"], 1),
+        "overhead_ms_p50_1_token": round(_p50(one_token) * 1000 - raw["one_token_ms_p50"], 1),
         "ttft_ms_p50": round(_p50(ttft) * 1000, 1),
         "serve_tokens_s_concurrency_4": round(concurrent[4], 1),
         "serve_tokens_s_concurrency_16": round(concurrent[16], 1),

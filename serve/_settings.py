@@ -63,6 +63,22 @@ class _DeploymentSettings(BaseModel):
         gt=0,
         description="Ongoing requests per replica the autoscaler aims for.",
     )
+    upscale_delay_s: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "Seconds the load must stay above target before the autoscaler adds replicas "
+            "(Serve's default)."
+        ),
+    )
+    downscale_delay_s: float = Field(
+        default=600.0,
+        ge=0,
+        description=(
+            "Seconds the load must stay below target before the autoscaler removes replicas "
+            "(Serve's default)."
+        ),
+    )
     fallbacks: list[str] = Field(
         default_factory=list,
         description=(

@@ -211,7 +211,7 @@ def test_app_builder_rejects_unknown_args() -> None:
 
 
 def test_fixed_replicas_without_autoscaling() -> None:
-    from serve._app import model_deployment_options
+    from serve._app import REPLICA_ENV, model_deployment_options
 
     options = model_deployment_options(
         LlamaCppSettings(name="m.1", num_cpus=0.5, num_gpus=1, max_ongoing_requests=7)
@@ -219,7 +219,11 @@ def test_fixed_replicas_without_autoscaling() -> None:
 
     assert options == {
         "name": "model-m_1",
-        "ray_actor_options": {"num_cpus": 0.5, "num_gpus": 1},
+        "ray_actor_options": {
+            "num_cpus": 0.5,
+            "num_gpus": 1,
+            "runtime_env": {"env_vars": REPLICA_ENV},
+        },
         "max_ongoing_requests": 7,
         "num_replicas": 1,
     }
@@ -229,7 +233,13 @@ def test_autoscaling_config_when_max_exceeds_min() -> None:
     from serve._app import model_deployment_options
 
     options = model_deployment_options(
-        LlamaCppSettings(min_replicas=0, max_replicas=4, target_ongoing_requests=3)
+        LlamaCppSettings(
+            min_replicas=0,
+            max_replicas=4,
+            target_ongoing_requests=3,
+            upscale_delay_s=2,
+            downscale_delay_s=60,
+        )
     )
 
     assert "num_replicas" not in options
@@ -237,6 +247,8 @@ def test_autoscaling_config_when_max_exceeds_min() -> None:
         "min_replicas": 0,
         "max_replicas": 4,
         "target_ongoing_requests": 3,
+        "upscale_delay_s": 2,
+        "downscale_delay_s": 60,
     }
 
 
@@ -254,7 +266,9 @@ def test_embeddings_deployment_runs_offline() -> None:
     options = model_deployment_options(SentenceTransformersSettings(num_cpus=0.25))
 
     assert options["ray_actor_options"]["num_cpus"] == 0.25
-    assert options["ray_actor_options"]["runtime_env"]["env_vars"]["HF_HUB_OFFLINE"] == "1"
+    env_vars = options["ray_actor_options"]["runtime_env"]["env_vars"]
+    assert env_vars["HF_HUB_OFFLINE"] == "1"
+    assert env_vars["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] == "0"
 
 
 def test_api_key_env_is_read_at_the_edge() -> None:
