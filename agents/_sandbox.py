@@ -91,7 +91,9 @@ class SandboxSettings(BaseModel):
         default="/usr/local/bin:/usr/bin:/bin", description="The only environment variable."
     )
     python: str | None = Field(
-        default=None, description="Interpreter for Python code; None is this process's."
+        default=None,
+        description="Interpreter for Python code; None is this process's, its real path (a venv "
+        "under /tmp would be hidden: /tmp is covered inside the sandbox).",
     )
 
 
@@ -184,7 +186,12 @@ class Sandbox:
 
     async def run_python(self, code: str, *, workspace: Path) -> SandboxResult:
         """Runs Python source (given on stdin, isolated mode) in ``workspace``."""
-        python = self.settings.python or sys.executable
+        python = self.settings.python or os.path.realpath(sys.executable)
+        if Path(python).is_relative_to("/tmp") or Path(python).is_relative_to("/dev/shm"):
+            raise ConfigurationError(
+                f"the sandbox covers /tmp and /dev/shm, so {python} cannot run inside it: set "
+                "the sandbox's python to an interpreter installed elsewhere"
+            )
         return await self.run([python, "-I", "-X", "utf8", "-"], workspace=workspace, stdin=code)
 
     async def run(self, argv: Sequence[str], *, workspace: Path, stdin: str = "") -> SandboxResult:
