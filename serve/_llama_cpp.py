@@ -6,22 +6,20 @@ stop sequences and finish reasons are the same either way.
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import functools
 import json
 import random
 import threading
-import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, assert_never
 
 from protocols import ConfigurationError
-from serve._engine import Engine, bundled_model_path
+from serve._engine import bundled_model_path
 from serve._errors import ContextLengthExceededError, InvalidRequestError, ModelUnavailableError
+from serve._serial import Completion, SerialEngine
 from serve._settings import LlamaCppSettings
 from serve._tools import call_schema, parse_reply, prompt_messages, tool_grammar
 from serve._types import (
@@ -30,9 +28,6 @@ from serve._types import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
-    ChunkChoice,
-    ChunkDelta,
-    CompletionUsage,
     FinishReason,
     JsonObjectResponseFormat,
     JsonSchemaResponseFormat,
@@ -73,23 +68,7 @@ class _Plan:
     grammar: llama_cpp.LlamaGrammar | None
 
 
-@dataclass(frozen=True)
-class _Completion:
-    text: str
-    finish_reason: FinishReason
-    prompt_tokens: int
-    completion_tokens: int
-
-
-class _Started:
-    """Stream event: the request passed validation; text follows."""
-
-
-_STARTED = _Started()
-_StreamEvent = _Started | str | _Completion | BaseException
-
-
-class LlamaCppEngine(Engine):
+class LlamaCppEngine(SerialEngine):
     """A GGUF model run in-process by llama.cpp (``llama-cpp-python``).
 
     One ``llama_cpp.Llama`` object is not safe for concurrent calls: it owns a single KV cache and
@@ -106,6 +85,7 @@ class LlamaCppEngine(Engine):
     """
 
     def __init__(self, settings: LlamaCppSettings) -> None:
+        super().__init__()
         import llama_cpp  # deferred: the `local` extra is optional for everything but serving
 
         path = Path(settings.path) if settings.path else bundled_model_path()
@@ -127,8 +107,6 @@ class LlamaCppEngine(Engine):
         self._grammars = _Grammars(self._llm)
         # Seeds for requests without one: reproducible per replica from settings.seed.
         self._seeds = random.Random(settings.seed)
-        self._async_lock = asyncio.Lock()
-        self._thread_lock = threading.Lock()
 
     @property
     def model_id(self) -> str:
@@ -142,8 +120,7 @@ class LlamaCppEngine(Engine):
 
     async def chat(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
         """Generates one reply; waits for earlier requests on this engine to finish first."""
-        async with self._async_lock:
-            completion = await asyncio.to_thread(self._run, request)
+        completion = await self._complete(request)
         message = AssistantMessage(content=completion.text)
         finish_reason = completion.finish_reason
         if request.active_tools:
@@ -153,7 +130,7 @@ class LlamaCppEngine(Engine):
         return ChatCompletionResponse(
             model=self._model_id,
             choices=[ChatCompletionChoice(message=message, finish_reason=finish_reason)],
-            usage=_usage(completion),
+            usage=completion.usage(),
         )
 
     async def chat_stream(
@@ -169,27 +146,8 @@ class LlamaCppEngine(Engine):
             async for chunk in super().chat_stream(request):
                 yield chunk
             return
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[_StreamEvent] = asyncio.Queue()
-        cancelled = threading.Event()
-
-        def emit(event: _StreamEvent) -> None:
-            try:
-                loop.call_soon_threadsafe(events.put_nowait, event)
-            except RuntimeError:  # the loop is closed: nobody listens any more
-                cancelled.set()
-
-        async with self._async_lock:
-            worker = asyncio.ensure_future(
-                asyncio.to_thread(self._run_streaming, request, emit, cancelled)
-            )
-            try:
-                async for chunk in _chunks(events, model=self._model_id):
-                    yield chunk
-            finally:
-                cancelled.set()
-                # Wait for the thread to let go of the model; a further cancel may not stop that.
-                await asyncio.shield(worker)
+        async for chunk in self._stream_tokens(request):
+            yield chunk
 
     def check_health(self) -> None:
         """Raises ``ModelUnavailableError`` once the engine has been closed."""
@@ -203,36 +161,20 @@ class LlamaCppEngine(Engine):
                 self._llm.close()
                 self._llm = None
 
-    def _run_streaming(
-        self,
-        request: ChatCompletionRequest,
-        emit: Callable[[_StreamEvent], None],
-        cancelled: threading.Event,
-    ) -> None:
-        try:
-            completion = self._run(
-                request, on_start=lambda: emit(_STARTED), on_text=emit, cancelled=cancelled
-            )
-        except Exception as error:  # delivered to the consumer, which raises it there
-            emit(error)
-        else:
-            emit(completion)
-
-    def _run(
+    def _generate_locked(
         self,
         request: ChatCompletionRequest,
         *,
-        on_start: Callable[[], None] | None = None,
-        on_text: Callable[[str], None] | None = None,
-        cancelled: threading.Event | None = None,
-    ) -> _Completion:
-        with self._thread_lock:
-            if self._llm is None:
-                raise ModelUnavailableError(f"model {self._model_id!r} is closed")
-            plan = self._plan(self._llm, request)
-            if on_start is not None:
-                on_start()
-            return _generate(self._llm, plan, on_text=on_text, cancelled=cancelled)
+        on_start: Callable[[], None] | None,
+        on_text: Callable[[str], None] | None,
+        cancelled: threading.Event | None,
+    ) -> Completion:
+        if self._llm is None:
+            raise ModelUnavailableError(f"model {self._model_id!r} is closed")
+        plan = self._plan(self._llm, request)
+        if on_start is not None:
+            on_start()
+        return _generate(self._llm, plan, on_text=on_text, cancelled=cancelled)
 
     def _plan(self, llm: llama_cpp.Llama, request: ChatCompletionRequest) -> _Plan:
         """Formats and checks the request; raises ``APIError`` for what the client must fix."""
@@ -272,51 +214,13 @@ class LlamaCppEngine(Engine):
         )
 
 
-def _usage(completion: _Completion) -> CompletionUsage:
-    return CompletionUsage(
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-        total_tokens=completion.prompt_tokens + completion.completion_tokens,
-    )
-
-
-async def _chunks(
-    events: asyncio.Queue[_StreamEvent], *, model: str
-) -> AsyncIterator[ChatCompletionChunk]:
-    """Turns the worker thread's events into OpenAI stream chunks."""
-    completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-
-    def chunk(
-        choices: list[ChunkChoice], usage: CompletionUsage | None = None
-    ) -> ChatCompletionChunk:
-        return ChatCompletionChunk(
-            id=completion_id, created=created, model=model, choices=choices, usage=usage
-        )
-
-    while True:
-        event = await events.get()
-        match event:
-            case BaseException():
-                raise event
-            case _Started():
-                yield chunk([ChunkChoice(delta=ChunkDelta(role="assistant", content=""))])
-            case str():
-                yield chunk([ChunkChoice(delta=ChunkDelta(content=event))])
-            case _Completion():
-                yield chunk([ChunkChoice(delta=ChunkDelta(), finish_reason=event.finish_reason)])
-                yield chunk([], usage=_usage(event))
-                return
-            case _:
-                assert_never(event)
-
-
 def _generate(
     llm: llama_cpp.Llama,
     plan: _Plan,
     *,
     on_text: Callable[[str], None] | None = None,
     cancelled: threading.Event | None = None,
-) -> _Completion:
+) -> Completion:
     """Samples until end of generation, a stop sequence, or ``plan.max_tokens``."""
     import llama_cpp
 
@@ -353,7 +257,7 @@ def _generate(
         text, stopped = stops.feed(decoder.decode(llm.detokenize([token])))
         emit(text)
         if stopped:
-            return _Completion(
+            return Completion(
                 text="".join(parts),
                 finish_reason="stop",
                 prompt_tokens=len(plan.prompt),
@@ -363,7 +267,7 @@ def _generate(
             break
     tail, _ = stops.feed(decoder.decode(b"", final=True))
     emit(tail + stops.flush())
-    return _Completion(
+    return Completion(
         text="".join(parts),
         finish_reason=finish_reason,
         prompt_tokens=len(plan.prompt),

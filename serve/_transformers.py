@@ -14,7 +14,6 @@ without a grammar their arguments could not be guaranteed to parse.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import threading
@@ -24,17 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from protocols import ConfigurationError
-from serve._engine import Engine
 from serve._errors import APIError, ContextLengthExceededError, InvalidRequestError
 from serve._llama_cpp import (
-    _STARTED,
     CHATML_TEMPLATE,
-    _chunks,
-    _Completion,
     _StopScanner,
-    _StreamEvent,
-    _usage,
 )
+from serve._serial import Completion, SerialEngine
 from serve._settings import TransformersSettings
 from serve._types import (
     AssistantMessage,
@@ -73,7 +67,7 @@ class _Plan:
     seed: int
 
 
-class TransformersEngine(Engine):
+class TransformersEngine(SerialEngine):
     """A causal LM run by ``transformers`` in this process, one request at a time.
 
     A model and its KV cache serve one generation at a time: an ``asyncio.Lock`` admits one
@@ -89,6 +83,7 @@ class TransformersEngine(Engine):
     """
 
     def __init__(self, settings: TransformersSettings) -> None:
+        super().__init__()
         import torch
         import transformers
 
@@ -118,8 +113,6 @@ class TransformersEngine(Engine):
         self._template = getattr(self._tokenizer, "chat_template", None) or CHATML_TEMPLATE
         self._eos = _eos_ids(self._tokenizer, model)
         self._seeds = random.Random(settings.seed)
-        self._async_lock = asyncio.Lock()
-        self._thread_lock = threading.Lock()
 
     @property
     def model_id(self) -> str:
@@ -139,8 +132,7 @@ class TransformersEngine(Engine):
     async def chat(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
         """Generates one reply; waits for earlier requests on this engine to finish first."""
         _refuse_tools(request)
-        async with self._async_lock:
-            completion = await asyncio.to_thread(self._run, request)
+        completion = await self._complete(request)
         _check_format(request, completion.text)
         return ChatCompletionResponse(
             model=self._model_id,
@@ -150,7 +142,7 @@ class TransformersEngine(Engine):
                     finish_reason=completion.finish_reason,
                 )
             ],
-            usage=_usage(completion),
+            usage=completion.usage(),
         )
 
     async def chat_stream(
@@ -162,51 +154,24 @@ class TransformersEngine(Engine):
             for chunk in response_chunks(await self.chat(request)):
                 yield chunk
             return
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[_StreamEvent] = asyncio.Queue()
-        cancelled = threading.Event()
-
-        def emit(event: _StreamEvent) -> None:
-            try:
-                loop.call_soon_threadsafe(events.put_nowait, event)
-            except RuntimeError:  # the loop is closed: nobody listens any more
-                cancelled.set()
-
-        def work() -> None:
-            try:
-                emit(
-                    self._run(
-                        request, on_start=lambda: emit(_STARTED), on_text=emit, cancelled=cancelled
-                    )
-                )
-            except Exception as error:  # delivered to the consumer, which raises it there
-                emit(error)
-
-        async with self._async_lock:
-            worker = asyncio.ensure_future(asyncio.to_thread(work))
-            try:
-                async for chunk in _chunks(events, model=self._model_id):
-                    yield chunk
-            finally:
-                cancelled.set()
-                await asyncio.shield(worker)
+        async for chunk in self._stream_tokens(request):
+            yield chunk
 
     def check_health(self) -> None:
         """The model lives in this process; if the replica answers, the engine can serve."""
 
-    def _run(
+    def _generate_locked(
         self,
         request: ChatCompletionRequest,
         *,
-        on_start: Callable[[], None] | None = None,
-        on_text: Callable[[str], None] | None = None,
-        cancelled: threading.Event | None = None,
-    ) -> _Completion:
-        with self._thread_lock:
-            plan = self._plan(request)
-            if on_start is not None:
-                on_start()
-            return self._generate(plan, on_text=on_text, cancelled=cancelled)
+        on_start: Callable[[], None] | None,
+        on_text: Callable[[str], None] | None,
+        cancelled: threading.Event | None,
+    ) -> Completion:
+        plan = self._plan(request)
+        if on_start is not None:
+            on_start()
+        return self._generate(plan, on_text=on_text, cancelled=cancelled)
 
     def _plan(self, request: ChatCompletionRequest) -> _Plan:
         """Formats and checks the request; raises ``APIError`` for what the client must fix."""
@@ -250,7 +215,7 @@ class TransformersEngine(Engine):
         *,
         on_text: Callable[[str], None] | None,
         cancelled: threading.Event | None,
-    ) -> _Completion:
+    ) -> Completion:
         """Samples until an end token, a stop sequence, ``max_tokens`` or cancellation."""
         import torch
 
@@ -289,11 +254,11 @@ class TransformersEngine(Engine):
                 emit(text)
                 if stopped:
                     finish_reason = "stop"
-                    return _Completion("".join(parts), finish_reason, len(plan.prompt), len(tokens))
+                    return Completion("".join(parts), finish_reason, len(plan.prompt), len(tokens))
         decoded = self._tokenizer.decode(tokens, skip_special_tokens=True)
         text, _ = stops.feed(decoded[len(shown) :])
         emit(text + stops.flush())
-        return _Completion("".join(parts), finish_reason, len(plan.prompt), len(tokens))
+        return Completion("".join(parts), finish_reason, len(plan.prompt), len(tokens))
 
 
 def _sample(logits: Any, plan: _Plan, generator: Any) -> int:
