@@ -10,7 +10,7 @@ from typing import assert_never
 
 from protocols import ConfigurationError
 from serve._embedding_types import EmbeddingRequest, EmbeddingResponse
-from serve._errors import InvalidRequestError
+from serve._errors import ContextLengthExceededError, InvalidRequestError
 from serve._settings import (
     LlamaCppSettings,
     ModelSettings,
@@ -156,3 +156,22 @@ def create_engine(settings: ModelSettings) -> Engine:
             return VllmEngine(settings)
         case _:
             assert_never(settings)
+
+
+def completion_budget(context: int, prompt_tokens: int, requested: int | None) -> int:
+    """Completion tokens to allow a request; raises when it cannot fit the context window.
+
+    Without ``max_tokens`` the rest of the window is allowed; with it, it must fit.
+    """
+    available = context - prompt_tokens
+    if requested is None and available >= 1:
+        return available
+    if requested is not None and requested <= available:
+        return requested
+    wanted = f"{prompt_tokens} in the messages" + (
+        f" plus {requested} completion tokens" if requested is not None else ""
+    )
+    raise ContextLengthExceededError(
+        f"This model's maximum context length is {context} tokens. "
+        f"However, you requested {wanted}. Shorten the messages or lower max_tokens."
+    )

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, assert_never
 
 from protocols import ConfigurationError
-from serve._engine import bundled_model_path
-from serve._errors import ContextLengthExceededError, InvalidRequestError, ModelUnavailableError
+from serve._engine import bundled_model_path, completion_budget
+from serve._errors import InvalidRequestError, ModelUnavailableError
 from serve._serial import Completion, SerialEngine
 from serve._settings import LlamaCppSettings
 from serve._tools import call_schema, parse_reply, prompt_messages, tool_grammar
@@ -188,7 +188,7 @@ class LlamaCppEngine(SerialEngine):
         seed = self._seeds.randrange(2**32) if request.seed is None else request.seed % 2**32
         return _Plan(
             prompt=prompt,
-            max_tokens=self._completion_budget(len(prompt), request.completion_limit),
+            max_tokens=completion_budget(self._n_ctx, len(prompt), request.completion_limit),
             temperature=1.0 if request.temperature is None else request.temperature,
             top_p=1.0 if request.top_p is None else request.top_p,
             presence_penalty=request.presence_penalty or 0.0,
@@ -196,21 +196,6 @@ class LlamaCppEngine(SerialEngine):
             stop=request.stop_sequences,
             seed=seed,
             grammar=self._grammars.for_request(request),
-        )
-
-    def _completion_budget(self, prompt_tokens: int, requested: int | None) -> int:
-        """Completion tokens to allow; raises when the request cannot fit the context window."""
-        available = self._n_ctx - prompt_tokens
-        if requested is None and available >= 1:
-            return available
-        if requested is not None and requested <= available:
-            return requested
-        wanted = f"{prompt_tokens} in the messages" + (
-            f" plus {requested} completion tokens" if requested is not None else ""
-        )
-        raise ContextLengthExceededError(
-            f"This model's maximum context length is {self._n_ctx} tokens. "
-            f"However, you requested {wanted}. Shorten the messages or lower max_tokens."
         )
 
 

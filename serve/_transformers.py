@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from protocols import ConfigurationError
-from serve._errors import APIError, ContextLengthExceededError, InvalidRequestError
+from serve._engine import completion_budget
+from serve._errors import APIError, InvalidRequestError
 from serve._llama_cpp import (
     CHATML_TEMPLATE,
     _StopScanner,
@@ -188,25 +189,11 @@ class TransformersEngine(SerialEngine):
         seed = self._seeds.randrange(2**32) if request.seed is None else request.seed % 2**32
         return _Plan(
             prompt=prompt,
-            max_tokens=self._budget(len(prompt), request.completion_limit),
+            max_tokens=completion_budget(self._context, len(prompt), request.completion_limit),
             temperature=1.0 if request.temperature is None else request.temperature,
             top_p=1.0 if request.top_p is None else request.top_p,
             stop=request.stop_sequences,
             seed=seed,
-        )
-
-    def _budget(self, prompt_tokens: int, requested: int | None) -> int:
-        available = self._context - prompt_tokens
-        if requested is None and available >= 1:
-            return available
-        if requested is not None and requested <= available:
-            return requested
-        wanted = f"{prompt_tokens} in the messages" + (
-            f" plus {requested} completion tokens" if requested is not None else ""
-        )
-        raise ContextLengthExceededError(
-            f"This model's maximum context length is {self._context} tokens. "
-            f"However, you requested {wanted}. Shorten the messages or lower max_tokens."
         )
 
     def _generate(

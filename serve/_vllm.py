@@ -19,8 +19,8 @@ from types import ModuleType
 from typing import Any
 
 from protocols import ConfigurationError
-from serve._engine import Engine
-from serve._errors import ContextLengthExceededError, EngineFailedError, InvalidRequestError
+from serve._engine import Engine, completion_budget
+from serve._errors import EngineFailedError, InvalidRequestError
 from serve._settings import VllmSettings
 from serve._types import (
     AssistantMessage,
@@ -196,7 +196,7 @@ class VllmEngine(Engine):
             messages, tokenize=False, add_generation_prompt=True
         )
         prompt_ids = list(self._tokenizer.encode(text, add_special_tokens=False))
-        max_tokens = _budget(self._max_len, len(prompt_ids), request.completion_limit)
+        max_tokens = completion_budget(self._max_len, len(prompt_ids), request.completion_limit)
         return _Prepared(prompt_ids, sampling_params(self._vllm, request, max_tokens=max_tokens))
 
 
@@ -235,21 +235,6 @@ def _structured(vllm: ModuleType, spec: dict[str, Any]) -> dict[str, Any]:
     raise EngineFailedError(
         "this vLLM has neither StructuredOutputsParams nor GuidedDecodingParams; "
         "response_format cannot be enforced"
-    )
-
-
-def _budget(max_len: int, prompt_tokens: int, requested: int | None) -> int:
-    available = max_len - prompt_tokens
-    if requested is None and available >= 1:
-        return available
-    if requested is not None and requested <= available:
-        return requested
-    wanted = f"{prompt_tokens} in the messages" + (
-        f" plus {requested} completion tokens" if requested is not None else ""
-    )
-    raise ContextLengthExceededError(
-        f"This model's maximum context length is {max_len} tokens. "
-        f"However, you requested {wanted}. Shorten the messages or lower max_tokens."
     )
 
 
