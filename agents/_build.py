@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import importlib
+from typing import Literal, cast
 
 import ray
 
@@ -20,13 +21,34 @@ ROLES: tuple[Role, ...] = ("planner", "executor", "reviewer")
 
 
 def model_client(endpoint: ModelEndpoint) -> ModelClient:
-    """The ``openai``-backed client for an endpoint; it must have a URL by now."""
+    """The client for an endpoint: its ``client`` factory, else ``openai`` over its URL."""
+    if endpoint.client is not None:
+        return _custom_client(endpoint)
     if not endpoint.base_url:
         raise ConfigurationError(
             "a model endpoint has no base_url: deploy the Serve app first (troupe run does) or "
             "set agents.<role>.base_url to an OpenAI-compatible URL"
         )
     return OpenAIModelClient(endpoint)
+
+
+def _custom_client(endpoint: ModelEndpoint) -> ModelClient:
+    assert endpoint.client is not None
+    module_name, _, attribute = endpoint.client.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(
+            f"model client {endpoint.client!r} cannot be loaded ({exc}); it must name an "
+            "importable module:callable on every node"
+        ) from None
+    client = factory(endpoint)
+    if not callable(getattr(client, "complete", None)):
+        raise ConfigurationError(
+            f"model client {endpoint.client!r} returned {type(client).__name__}, which has no "
+            "complete(request) method"
+        )
+    return cast(ModelClient, client)
 
 
 def shared_memory(settings: TroupeSettings) -> EpisodicMemory:

@@ -33,6 +33,12 @@ class ModelEndpoint(_Settings):
         default=3, ge=1, le=10, description="Attempts on transport failures (tenacity)."
     )
     seed: int | None = Field(default=0, description="Sampling seed, for repeatable runs.")
+    client: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="module:callable that builds this role's ModelClient from the endpoint "
+        "(a custom or scripted model); None: the openai client over base_url.",
+    )
 
 
 class AgentSettings(_Settings):
@@ -116,6 +122,45 @@ class RaySettings(_Settings):
     )
 
 
+class JournalSettings(_Settings):
+    """The task journal: where it lives, how hard it syncs, and what it keeps."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Journal every task (needed for recovery, approvals, replay and audit).",
+    )
+    data_dir: Path = Field(
+        default=Path(".troupe/journal"), description="Directory of the SQLite journal (head node)."
+    )
+    synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL",
+        description="FULL: each entry is fsync'd before the coordinator acts; NORMAL: survives "
+        "process crashes, may lose the last entries on power loss.",
+    )
+    retention_max_age_days: float | None = Field(
+        default=30.0, ge=0, description="Finished tasks older than this are pruned (None: keep)."
+    )
+    retention_keep_last: int | None = Field(
+        default=10_000, ge=0, description="At most this many finished tasks are kept (None: all)."
+    )
+    compact_every: int = Field(
+        default=100, ge=1, description="Apply the retention policy after this many finished tasks."
+    )
+
+
+class ApprovalSettings(_Settings):
+    """Human approval gates: how long a step waits, and what happens when nobody answers."""
+
+    timeout_s: float | None = Field(
+        default=86_400.0, gt=0, description="Seconds a step waits for a decision (None: forever)."
+    )
+    on_timeout: Literal["reject", "escalate"] = Field(
+        default="reject",
+        description="reject: the step is rejected (the planner sees why); escalate: the request "
+        "is re-published to the escalation topic and waits once more, then rejects.",
+    )
+
+
 class TroupeSettings(_Settings):
     """Everything troupe is configured by."""
 
@@ -125,6 +170,8 @@ class TroupeSettings(_Settings):
     memory: MemorySettings = Field(default_factory=MemorySettings)
     bus: BusSettings = Field(default_factory=BusSettings)
     budget: Budget = Field(default_factory=Budget, description="Default budget of a task.")
+    journal: JournalSettings = Field(default_factory=JournalSettings)
+    approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
 
     @classmethod
     def load(cls, path: Path | None = None) -> TroupeSettings:

@@ -46,7 +46,15 @@ from protocols.messages import (
     describe_validation_error,
     parse_message,
 )
-from protocols.planning import MAX_PLAN_STEPS, Plan, PlanProposed, PlanRequested, Step
+from protocols.planning import (
+    MAX_PLAN_STEPS,
+    CheckKind,
+    Plan,
+    PlanProposed,
+    PlanRequested,
+    Step,
+    StepCheck,
+)
 from protocols.review import Decision, ReviewRequested, ReviewVerdict
 from protocols.tasks import (
     Budget,
@@ -56,6 +64,7 @@ from protocols.tasks import (
     TaskSubmitted,
     TraceEvent,
 )
+from protocols.usage import Usage
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -73,6 +82,7 @@ __all__ = [
     "BusConfig",
     "BusStats",
     "CancelTask",
+    "CheckKind",
     "ConfigurationError",
     "Consumer",
     "ConsumerActor",
@@ -105,6 +115,7 @@ __all__ = [
     "ReviewVerdict",
     "Step",
     "StepAssigned",
+    "StepCheck",
     "StepId",
     "StepRecord",
     "StepResult",
@@ -117,6 +128,7 @@ __all__ = [
     "Topics",
     "TraceEvent",
     "TroupeError",
+    "Usage",
     "dead_letter_actor",
     "describe_validation_error",
     "message_schemas",

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from protocols._base import Message, StepId, TaskId
 from protocols.planning import Step
+from protocols.usage import Usage
 
 
 class ToolCall(Message):
@@ -33,6 +34,12 @@ class StepAssigned(Message):
         default=None, max_length=4000, description="Reviewer feedback on the previous attempt."
     )
     attempt: int = Field(default=1, ge=1, description="1 for the first run, +1 per revision.")
+    idempotency_key: str | None = Field(
+        default=None,
+        max_length=200,
+        description="task:step:attempt; tools de-duplicate side effects by it (a re-sent "
+        "attempt after a crash carries the same key).",
+    )
 
 
 class StepResult(Message):
@@ -45,3 +52,4 @@ class StepResult(Message):
     ok: bool = Field(description="False when the step could not be carried out.")
     tool_calls: tuple[ToolCall, ...] = Field(default=(), description="Evidence: tools used.")
     attempt: int = Field(default=1, ge=1)
+    usage: Usage = Field(default_factory=Usage, description="Model use of this attempt.")

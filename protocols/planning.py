@@ -8,8 +8,30 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from protocols._base import Message, StepId, TaskId
+from protocols.usage import Usage
 
 MAX_PLAN_STEPS = 16
+
+
+CheckKind = Literal[
+    "min_chars", "max_chars", "contains", "not_contains", "regex", "json_schema", "tool"
+]
+
+
+class StepCheck(Message):
+    """A deterministic check of a step's output, run by the reviewer before asking a model.
+
+    ``min_chars``/``max_chars``: ``value`` is a number; ``contains``/``not_contains``: a
+    substring (case-insensitive); ``regex``: a pattern that must match somewhere; ``json_schema``:
+    a JSON Schema (as JSON text) the output must parse and validate against; ``tool``: the name
+    of a predicate tool that receives the output and must succeed.
+    """
+
+    kind: CheckKind = Field(description="What kind of check.")
+    value: str = Field(default="", max_length=8000, description="Its parameter (see above).")
+    message: str = Field(
+        default="", max_length=500, description="Feedback when it fails (default: generated)."
+    )
 
 
 class Step(Message):
@@ -24,6 +46,14 @@ class Step(Message):
     )
     requires_approval: bool = Field(
         default=False, description="Whether a human must approve the step before it runs."
+    )
+    checks: tuple[StepCheck, ...] = Field(
+        default=(),
+        max_length=16,
+        description="Deterministic checks the reviewer runs on the result before any model.",
+    )
+    max_revisions: int | None = Field(
+        default=None, ge=0, le=5, description="Overrides the task budget's max_revisions."
     )
 
 
@@ -129,3 +159,4 @@ class PlanProposed(Message):
     )
     attempts: int = Field(default=1, ge=1, description="Model calls it took to get a valid plan.")
     notes: str = Field(default="", max_length=4000, description="Validation errors met on the way.")
+    usage: Usage = Field(default_factory=Usage, description="Model use of this planning.")

@@ -9,6 +9,7 @@ from pydantic import Field
 from protocols._base import Message, StepId, TaskId
 from protocols.execution import StepResult, ToolCall
 from protocols.planning import Step
+from protocols.usage import Usage
 
 Decision = Literal["approve", "revise", "reject"]
 
@@ -41,3 +42,4 @@ class ReviewVerdict(Message):
     checked_by: Literal["rule", "model"] = Field(
         description="rule: a deterministic check decided; model: the reviewer model did."
     )
+    usage: Usage = Field(default_factory=Usage, description="Model use of this review.")

@@ -9,8 +9,9 @@ from pydantic import Field, field_validator
 
 from protocols._base import Message, StepId, TaskId
 from protocols.errors import ErrorReport
-from protocols.planning import Step
+from protocols.planning import Plan, Step
 from protocols.review import Decision
+from protocols.usage import Usage
 
 
 class Budget(Message):
@@ -28,6 +29,24 @@ class Budget(Message):
         description="accept: keep the last result, marked unapproved in the trace; fail: end the "
         "task as failed.",
     )
+    max_model_calls: int | None = Field(
+        default=None, ge=1, description="Chat completions the whole task may make (None: no cap)."
+    )
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="Prompt + completion tokens over the task (None: no cap)."
+    )
+    deadline_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Wall-clock seconds from submission until the task fails (None: no deadline).",
+    )
+    max_identical_tool_calls: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="The same tool with the same arguments this many times in one task is a loop: "
+        "the task fails.",
+    )
 
 
 class TaskSubmitted(Message):
@@ -38,6 +57,17 @@ class TaskSubmitted(Message):
     goal: str = Field(min_length=1, max_length=4000, description="What the user wants done.")
     budget: Budget = Field(default_factory=Budget, description="Limits for this task.")
     submitted_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    plan: Plan | None = Field(
+        default=None,
+        description="A declared workflow's steps: run as given, the planner is not asked. A "
+        "reviewer reject then fails the task (there is no planner to send it back to).",
+    )
+    workflow: str | None = Field(
+        default=None, max_length=128, description="Name of the declared workflow, if any."
+    )
+    forked_from: str | None = Field(
+        default=None, max_length=200, description="task:step this task was forked from, if any."
+    )
 
     @field_validator("goal")
     @classmethod
@@ -79,6 +109,7 @@ class TaskCompleted(Message):
     final_answer: str
     steps: tuple[StepRecord, ...]
     trace: tuple[TraceEvent, ...]
+    usage: Usage = Field(default_factory=Usage, description="Model use over the whole task.")
 
 
 class TaskFailed(Message):
@@ -91,3 +122,5 @@ class TaskFailed(Message):
     error: ErrorReport | None = None
     steps: tuple[StepRecord, ...] = ()
     trace: tuple[TraceEvent, ...] = ()
+    usage: Usage = Field(default_factory=Usage, description="Model use over the whole task.")
+    cancelled: bool = Field(default=False, description="True when a cancel ended the task.")

@@ -9,16 +9,16 @@ import pytest
 EXPECTED = {
     "protocols": [
         "AgentError", "AgentName", "AnyMessage", "ApprovalDecided", "ApprovalRequested",
-        "BackPressureError", "Budget", "Bus", "BusConfig", "BusStats", "CancelTask",
+        "BackPressureError", "Budget", "Bus", "BusConfig", "BusStats", "CancelTask", "CheckKind",
         "ConfigurationError", "Consumer", "ConsumerActor", "ConsumerClosedError", "ConsumerHost",
         "ConsumerStats", "DEFAULT_TIMEOUT_S", "DeadLetter", "DeadLetterActor", "DeadLetterSink",
         "DeadLetterStore", "Decision", "DeliveryCore", "DeliveryError", "Envelope", "ErrorReport",
         "GroupStats", "Heartbeat", "InMemoryDeadLetters", "InProcessBus", "MAX_PLAN_STEPS",
         "MESSAGE_ADAPTER", "Message", "MessageValidationError", "Plan", "PlanProposed",
         "PlanRequested", "Provenance", "RayBus", "RayDeadLetters", "RemoteAgentError",
-        "ReviewRequested", "ReviewVerdict", "SCHEMA_VERSION", "Step", "StepAssigned", "StepId",
+        "ReviewRequested", "ReviewVerdict", "SCHEMA_VERSION", "Step", "StepAssigned", "StepCheck", "StepId",
         "StepRecord", "StepResult", "TaskCompleted", "TaskError", "TaskFailed", "TaskId",
-        "TaskSubmitted", "ToolCall", "Topics", "TraceEvent", "TroupeError", "dead_letter_actor",
+        "TaskSubmitted", "ToolCall", "Topics", "TraceEvent", "TroupeError", "Usage", "dead_letter_actor",
         "describe_validation_error", "message_schemas", "parse_message", "schema_breaks",
     ],
     "agents": [
