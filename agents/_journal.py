@@ -21,7 +21,7 @@ import hashlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -110,6 +110,12 @@ class Journal(Protocol):
 
     def append(self, task_id: str, kind: str, payload: JournalPayload) -> JournalEntry:
         """Writes the next entry of the task; it is durable when this returns."""
+        ...
+
+    def append_many(
+        self, task_id: str, items: Sequence[tuple[str, JournalPayload]]
+    ) -> list[JournalEntry]:
+        """Writes consecutive entries atomically (all or none), durable when this returns."""
         ...
 
     def entries(self, task_id: str, *, after_seq: int = 0) -> list[JournalEntry]:
@@ -203,48 +209,72 @@ class SqliteJournal:
                 task, or the first entry of a task is not its ``task.submitted``.
             IllegalTransitionError: a ``state.changed`` the state machine does not allow.
         """
-        self._check_payload(task_id, kind, payload)
-        data = encode_payload(payload)
-        payload_sha = hashlib.sha256(data).hexdigest()
+        return self.append_many(task_id, [(kind, payload)])[0]
+
+    def append_many(
+        self, task_id: str, items: Sequence[tuple[str, JournalPayload]]
+    ) -> list[JournalEntry]:
+        """Writes consecutive entries of ``task_id`` in one transaction (one fsync): all of
+        them are on disk when it returns, or none is.
+
+        Raises:
+            JournalError, IllegalTransitionError: as ``append``; nothing is written then.
+        """
+        prepared = []
+        for kind, payload in items:
+            self._check_payload(task_id, kind, payload)
+            data = encode_payload(payload)
+            prepared.append((kind, payload, data, hashlib.sha256(data).hexdigest()))
+        if not prepared:
+            return []
         at = self._clock().astimezone(UTC)
         at_text = at.isoformat()
-        large = len(data) > self._config.blob_threshold_bytes
+        written: list[JournalEntry] = []
         with self._write() as db:
             row = db.execute(
                 "SELECT status, last_seq, head_hash FROM tasks WHERE task_id = ?", (task_id,)
             ).fetchone()
-            status, seq, previous = self._next_position(task_id, kind, payload, row)
-            digest = chain_hash(previous, canonical_entry(task_id, seq, kind, at_text, payload_sha))
-            if large:
-                db.execute(
-                    "INSERT OR IGNORE INTO blobs (sha, data) VALUES (?, ?)", (payload_sha, data)
+            for kind, payload, data, payload_sha in prepared:
+                status, seq, previous = self._next_position(task_id, kind, payload, row)
+                large = len(data) > self._config.blob_threshold_bytes
+                digest = chain_hash(
+                    previous, canonical_entry(task_id, seq, kind, at_text, payload_sha)
                 )
-            db.execute(
-                "INSERT INTO entries (task_id, seq, kind, at, payload, blob_sha, payload_sha,"
-                " previous_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    task_id,
-                    seq,
-                    kind,
-                    at_text,
-                    None if large else data.decode(),
-                    payload_sha if large else None,
-                    payload_sha,
-                    previous,
-                    digest,
-                ),
-            )
+                if large:
+                    db.execute(
+                        "INSERT OR IGNORE INTO blobs (sha, data) VALUES (?, ?)", (payload_sha, data)
+                    )
+                db.execute(
+                    "INSERT INTO entries (task_id, seq, kind, at, payload, blob_sha, payload_sha,"
+                    " previous_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        task_id,
+                        seq,
+                        kind,
+                        at_text,
+                        None if large else data.decode(),
+                        payload_sha if large else None,
+                        payload_sha,
+                        previous,
+                        digest,
+                    ),
+                )
+                row = (status, seq, digest)
+                written.append(
+                    JournalEntry(
+                        task_id=task_id,
+                        seq=seq,
+                        kind=kind,
+                        payload=payload,
+                        at=at,
+                        previous_hash=previous,
+                        hash=digest,
+                        blob=payload_sha if large else None,
+                    )
+                )
+            status, seq, digest = row
             self._upsert_task(db, task_id, status=status, seq=seq, head=digest, at=at_text)
-        return JournalEntry(
-            task_id=task_id,
-            seq=seq,
-            kind=kind,
-            payload=payload,
-            at=at,
-            previous_hash=previous,
-            hash=digest,
-            blob=payload_sha if large else None,
-        )
+        return written
 
     @staticmethod
     def _check_payload(task_id: str, kind: str, payload: JournalPayload) -> None:

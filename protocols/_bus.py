@@ -293,12 +293,21 @@ class DeliveryCore(ABC, Generic[M]):
             if _error_of(reply) is None:
                 group.delivered += 1
             return reply
+        if self.config.members_restart:
+            raise DeliveryError(
+                f"no member of group {group.name!r} of topic {envelope.topic!r} answered (they "
+                "restart after a crash; try again)",
+                code="consumer_unavailable",
+                retryable=True,
+            )
         raise DeliveryError(
             f"no live member in group {group.name!r} of topic {envelope.topic!r}",
             code="no_consumer",
         )
 
     def _drop(self, group: _Group[M], member: M) -> None:
+        if self.config.members_restart:
+            return  # it is restarting; the next delivery tries it again
         with contextlib.suppress(ValueError):
             group.members.remove(member)
 

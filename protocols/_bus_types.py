@@ -40,6 +40,12 @@ class BusConfig(BaseModel):
         default=0.02, ge=0, description="Pause before a redelivery (doubles per attempt)."
     )
     max_batch: int = Field(default=256, ge=1, description="Envelopes in one delivery call.")
+    members_restart: bool = Field(
+        default=False,
+        description="Members come back after a crash (Ray actors with max_restarts): one that "
+        "does not answer is skipped for this delivery but kept, and a request that found no "
+        "member answering fails as retryable.",
+    )
 
 
 class GroupStats(BaseModel):

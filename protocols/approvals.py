@@ -19,6 +19,9 @@ class ApprovalRequested(Message):
     step: Step
     reason: str = Field(max_length=2000, description="Why approval is needed (plan, tool policy).")
     deadline: datetime | None = Field(default=None, description="When the default outcome applies.")
+    escalation: int = Field(
+        default=0, ge=0, le=10, description="0 for the request; n for its n-th escalation."
+    )
 
 
 class ApprovalDecided(Message):

@@ -53,6 +53,8 @@ class Topics:
     REVIEWER: Final = "agents.reviewer"
     TASK_EVENTS: Final = "tasks.events"
     CONTROL: Final = "tasks.control"
+    APPROVALS: Final = "tasks.approvals"
+    ESCALATIONS: Final = "tasks.approvals.escalated"
 
 
 def _new_id() -> str:

@@ -41,7 +41,7 @@ class Budget(Message):
         description="Wall-clock seconds from submission until the task fails (None: no deadline).",
     )
     max_identical_tool_calls: int = Field(
-        default=3,
+        default=5,
         ge=1,
         le=20,
         description="The same tool with the same arguments this many times in one task is a loop: "
@@ -98,6 +98,9 @@ class TraceEvent(Message):
     message_type: str
     step_id: StepId | None = None
     summary: str = Field(default="", max_length=1000)
+    usage: Usage | None = Field(
+        default=None, description="Model use of this reply, with its prompt template hashes."
+    )
 
 
 class TaskCompleted(Message):
