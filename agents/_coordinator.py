@@ -192,6 +192,7 @@ class Coordinator:
         self._finished = 0
         self._watcher: asyncio.Task[None] | None = None
         self._background: set[asyncio.Future[None]] = set()
+        self._closing = False
 
     # -- the public surface ------------------------------------------------------------------
 
@@ -280,6 +281,9 @@ class Coordinator:
         Raises:
             TaskError: no such task (code ``unknown_task``).
         """
+        info = self.status(task_id)
+        if info is not None and info.status in TERMINAL:
+            return False
         run = self._runs.get(task_id) or self._resume(task_id)
         assert run.done is not None
         if run.done.done():
@@ -376,12 +380,15 @@ class Coordinator:
         }
 
     async def close(self) -> None:
-        """Stops the journal watcher and abandons nothing: unfinished tasks stay resumable."""
+        """Stops like a crash would: nothing more is journaled, unfinished tasks stay
+        resumable by the next coordinator."""
+        self._closing = True
         if self._watcher is not None:
             self._watcher.cancel()
-        for run in list(self._runs.values()):
-            if run.done is not None and not run.done.done() and run.inner is not None:
-                run.inner.cancel()
+        inner = [r.inner for r in self._runs.values() if r.inner is not None and not r.inner.done()]
+        for future in inner:
+            future.cancel()
+        await asyncio.gather(*inner, return_exceptions=True)
 
     # -- starting and resuming ---------------------------------------------------------------
 
@@ -904,7 +911,7 @@ class Coordinator:
     # -- journal and state -------------------------------------------------------------------
 
     def _write(self, run: _Run, items: list[tuple[str, JournalPayload]]) -> None:
-        if self._journal is None or not run.live or not items:
+        if self._journal is None or not run.live or not items or self._closing:
             return
         for entry in self._journal.append_many(run.task_id, items):
             run.written.add(entry.seq)
@@ -944,6 +951,8 @@ class Coordinator:
         self._write(run, items)
 
     def _abandon(self, run: _Run, step_id: str, attempt: int) -> None:
+        if self._closing:
+            return  # a shutdown is a crash as far as the task goes: it resumes in flight
         stop = run.stop
         reason = (
             f"cancelled by {stop.requested_by}: {stop.reason}"
