@@ -52,6 +52,7 @@ bench: $(STAMP_DEV)
 	$(BIN)/python bench/bus.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/orchestration.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,15 +1,20 @@
 """The agent team: planner, executor, reviewer, the coordinator, tools, hosting on Ray, the CLI."""
 
-from agents._build import ROLES, build_agent, model_client
+from agents._build import ROLES, build_agent, high_impact_tools, model_client, tool_registry
+from agents._builtin_tools import ToolsSettings, builtin_tools
 from agents._cli import main, render_outcome, run_task
 from agents._coordinator import Coordinator
 from agents._executor import Executor
 from agents._hosting import Agent, AgentActor, AgentConsumer, CoordinatorActor
 from agents._model import (
+    ChatMessage,
+    FallbackModelClient,
     ModelClient,
     ModelReply,
     ModelRequest,
+    ModelToolCall,
     OpenAIModelClient,
+    UsageMeter,
     schema_token_bound,
 )
 from agents._planner import Planner, draft_to_plan, goal_key, plan_schema
@@ -23,7 +28,15 @@ from agents._settings import (
     TroupeSettings,
 )
 from agents._team import Team, start_team
-from agents._tools import MODEL_TOOL, Calculator, Tool, ToolRegistry, calculate, default_tools
+from agents._toolkit import (
+    ToolArgs,
+    ToolContext,
+    ToolPolicy,
+    ToolRegistry,
+    ToolResult,
+    TypedTool,
+)
+from agents._tools import MODEL_TOOL, calculate, default_tools
 
 __all__ = [
     "MODEL_TOOL",
@@ -32,29 +45,39 @@ __all__ = [
     "AgentActor",
     "AgentConsumer",
     "AgentSettings",
-    "Calculator",
+    "ChatMessage",
     "Coordinator",
     "CoordinatorActor",
     "Executor",
+    "FallbackModelClient",
     "MemorySettings",
     "ModelClient",
     "ModelEndpoint",
     "ModelReply",
     "ModelRequest",
+    "ModelToolCall",
     "OpenAIModelClient",
     "Planner",
     "Prompt",
     "RaySettings",
     "Reviewer",
     "Team",
-    "Tool",
+    "ToolArgs",
+    "ToolContext",
+    "ToolPolicy",
     "ToolRegistry",
+    "ToolResult",
+    "ToolsSettings",
     "TroupeSettings",
+    "TypedTool",
+    "UsageMeter",
     "build_agent",
+    "builtin_tools",
     "calculate",
     "default_tools",
     "draft_to_plan",
     "goal_key",
+    "high_impact_tools",
     "load_prompt",
     "main",
     "model_client",
@@ -64,4 +87,5 @@ __all__ = [
     "run_task",
     "schema_token_bound",
     "start_team",
+    "tool_registry",
 ]

@@ -8,10 +8,12 @@ from typing import Literal, cast
 import ray
 
 from agents._executor import Executor
-from agents._model import ModelClient, OpenAIModelClient
+from agents._model import FallbackModelClient, ModelClient, OpenAIModelClient
 from agents._planner import Planner
+from agents._ray_tools import RayToolRunner
 from agents._reviewer import Reviewer
 from agents._settings import ModelEndpoint, TroupeSettings
+from agents._toolkit import ToolRegistry
 from agents._tools import default_tools
 from memory import CachedEmbedder, EpisodicMemory, OpenAIEmbedder, RayMemory, WeaviateMemory
 from protocols import ConfigurationError
@@ -21,7 +23,28 @@ ROLES: tuple[Role, ...] = ("planner", "executor", "reviewer")
 
 
 def model_client(endpoint: ModelEndpoint) -> ModelClient:
-    """The client for an endpoint: its ``client`` factory, else ``openai`` over its URL."""
+    """The client for an endpoint: its ``client`` factory, else ``openai`` over its URL.
+
+    With ``fallbacks``, a ``FallbackModelClient`` over the endpoint and then each fallback
+    (built the same way, so a fallback may have its own factory or fallbacks); a fallback
+    without ``base_url`` or ``client`` uses the endpoint's ``base_url``.
+    """
+    if not endpoint.fallbacks:
+        return _single_client(endpoint)
+    chain = [(_label(endpoint), _single_client(endpoint))]
+    for fallback in endpoint.fallbacks:
+        if fallback.base_url is None and fallback.client is None:
+            fallback = fallback.model_copy(update={"base_url": endpoint.base_url})
+        chain.append((_label(fallback), model_client(fallback)))
+    return FallbackModelClient(chain)
+
+
+def _label(endpoint: ModelEndpoint) -> str:
+    where = endpoint.client or endpoint.base_url or "no endpoint"
+    return f"{endpoint.model} at {where}"
+
+
+def _single_client(endpoint: ModelEndpoint) -> ModelClient:
     if endpoint.client is not None:
         return _custom_client(endpoint)
     if not endpoint.base_url:
@@ -75,6 +98,33 @@ def shared_memory(settings: TroupeSettings) -> EpisodicMemory:
     return RayMemory(ray.get_actor(config.actor_name), embedder=embedder)
 
 
+def tool_registry(
+    settings: TroupeSettings, *, memory: EpisodicMemory | None = None
+) -> ToolRegistry:
+    """The team's tools as configured (``agents.tools``): built-ins, then custom tools.
+
+    Tools that declare ``resources`` run as Ray tasks reserving them (``RayToolRunner``); the
+    others run in the calling process.
+
+    Raises:
+        ConfigurationError: When a custom tool cannot be loaded, a name is taken twice, or a
+            tool is named ``answer``.
+    """
+    return default_tools(settings.agents.tools, memory=memory, runner=RayToolRunner())
+
+
+def high_impact_tools(settings: TroupeSettings) -> frozenset[str]:
+    """Names of the configured tools with ``impact == "high"``: a step that uses one needs a
+    person's approval before it is dispatched (executors refuse them anywhere else)."""
+    registry = tool_registry(settings)
+    return frozenset(n for n in registry.names() if _impact(registry, n) == "high")
+
+
+def _impact(registry: ToolRegistry, name: str) -> str:
+    tool = registry.get(name)
+    return tool.impact if tool is not None else "low"
+
+
 def build_agent(
     role: str, settings: TroupeSettings, memory: EpisodicMemory, *, name: str
 ) -> Planner | Executor | Reviewer:
@@ -85,7 +135,8 @@ def build_agent(
         return Planner(
             model_client(agents.planner),
             memory,
-            default_tools(),
+            tool_registry(settings, memory=memory),
+            allowed=agents.executor_tools,
             namespace=namespace,
             max_attempts=agents.max_plan_attempts,
             max_chars=agents.max_field_chars,
@@ -94,12 +145,23 @@ def build_agent(
         return Executor(
             model_client(agents.executor),
             memory,
-            default_tools(),
+            tool_registry(settings, memory=memory),
             name=name,
             namespace=namespace,
+            allowed=agents.executor_tools,
+            workspace_root=agents.workspace_dir,
+            max_tool_turns=agents.max_tool_turns,
+            context_tokens=agents.context_tokens,
+            tool_reply_tokens=agents.tool_reply_tokens,
+            recall_episodes=agents.recall_episodes,
             max_chars=agents.max_answer_chars,
             max_input_chars=agents.max_input_chars,
         )
     if role == "reviewer":
-        return Reviewer(model_client(agents.reviewer), max_chars=agents.max_field_chars)
+        return Reviewer(
+            model_client(agents.reviewer),
+            max_chars=agents.max_field_chars,
+            tools=tool_registry(settings, memory=memory),
+            workspace_root=agents.workspace_dir,
+        )
     raise ConfigurationError(f"unknown agent role {role!r}; roles are {', '.join(ROLES)}")

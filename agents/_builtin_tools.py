@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from collections.abc import Callable
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agents._arithmetic import calculate, format_number
 from agents._file_tools import ListFilesTool, ReadFileTool, WriteFileTool
@@ -29,13 +31,44 @@ class HttpGetSettings(BaseModel):
     max_chars: int = Field(default=20_000, ge=64, description="Characters of body returned.")
 
 
+BuiltinName = Literal[
+    "calculator", "python", "read_file", "write_file", "list_files", "memory_search"
+]
+BUILTIN_NAMES: tuple[BuiltinName, ...] = get_args(BuiltinName)
+"""Every built-in tool but ``http_get`` (which ``http.enabled`` turns on)."""
+
+_CUSTOM_PATH = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+
+
 class ToolsSettings(BaseModel):
-    """Settings of the built-in tools (a branch for the settings tree)."""
+    """The team's tools: which built-ins exist, their limits, and custom tools (a settings branch).
+
+    Only the calculator is on by default: the bundled model plans and answers best with few
+    tools, and code execution and file access are opted into, like ``http_get``.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    builtin: tuple[BuiltinName, ...] = Field(
+        default=("calculator",),
+        description="Built-in tools to register (http_get is turned on under http).",
+    )
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     http: HttpGetSettings = Field(default_factory=HttpGetSettings)
+    custom: tuple[str, ...] = Field(
+        default=(),
+        description="module:callable paths; each callable takes no arguments and returns a "
+        "TypedTool or a list of them. Loaded in every agent's process, so the module must be "
+        "importable on every node.",
+    )
+
+    @field_validator("custom")
+    @classmethod
+    def _paths_look_like_paths(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [p for p in paths if not re.match(_CUSTOM_PATH, p)]
+        if bad:
+            raise ValueError(f"custom tools must be module:callable paths, not {bad[0]!r}")
+        return paths
 
 
 class CalculatorArgs(ToolArgs):
@@ -53,6 +86,7 @@ class CalculatorTool(TypedTool[CalculatorArgs]):
     description = "Compute arithmetic on numbers: + - * / // % ** and parentheses."
     args_model = CalculatorArgs
     timeout_s = 5.0
+    uses_workspace = False
 
     async def run(self, args: CalculatorArgs, ctx: ToolContext) -> ToolResult:
         """The value, formatted like ``format_number``."""
@@ -134,6 +168,7 @@ class HttpGetTool(TypedTool[HttpGetArgs]):
     name = "http_get"
     description = "Fetch a web page or API response with HTTP GET (allow-listed hosts only)."
     args_model = HttpGetArgs
+    uses_workspace = False
 
     def __init__(
         self, settings: HttpGetSettings, *, transport: httpx.AsyncBaseTransport | None = None
@@ -211,6 +246,7 @@ class MemorySearchTool(TypedTool[MemorySearchArgs]):
     description = "Search past episodes (earlier tasks, tool results) in episodic memory."
     args_model = MemorySearchArgs
     timeout_s = 15.0
+    uses_workspace = False
 
     def __init__(self, memory: EpisodicMemory, *, max_chars: int = 400) -> None:
         self._memory = memory
@@ -232,17 +268,21 @@ class MemorySearchTool(TypedTool[MemorySearchArgs]):
 def builtin_tools(
     settings: ToolsSettings | None = None, *, memory: EpisodicMemory | None = None
 ) -> list[TypedTool[Any]]:
-    """The built-in tools: ``memory_search`` needs a memory, ``http_get`` needs enabling."""
+    """The built-in tools ``settings.builtin`` names (default: the calculator).
+
+    ``memory_search`` is left out without a memory to search; ``http_get`` is added when
+    ``settings.http.enabled``.
+    """
     settings = settings or ToolsSettings()
-    tools: list[TypedTool[Any]] = [
-        CalculatorTool(),
-        PythonTool(settings.sandbox),
-        ReadFileTool(),
-        WriteFileTool(),
-        ListFilesTool(),
-    ]
-    if memory is not None:
-        tools.append(MemorySearchTool(memory))
+    makers: dict[BuiltinName, Callable[[], TypedTool[Any] | None]] = {
+        "calculator": CalculatorTool,
+        "python": lambda: PythonTool(settings.sandbox),
+        "read_file": ReadFileTool,
+        "write_file": WriteFileTool,
+        "list_files": ListFilesTool,
+        "memory_search": lambda: MemorySearchTool(memory) if memory is not None else None,
+    }
+    tools = [makers[name]() for name in dict.fromkeys(settings.builtin)]
     if settings.http.enabled:
         tools.append(HttpGetTool(settings.http))
-    return tools
+    return [tool for tool in tools if tool is not None]

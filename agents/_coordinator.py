@@ -581,9 +581,9 @@ class Coordinator:
     ) -> StepRecord:
         """Gate, execute, review, and revise within the budget; raises ``_Rejected``."""
         budget = run.task.budget
+        step = _render_input(step, run.records)  # the approver sees what will run
         if step.requires_approval or step.tool in self._high_impact:
             step = await self._gate(run, step)
-        step = _render_input(step, run.records)
         inputs = {d: run.records[d].output for d in step.depends_on}
         sources = step.depends_on if evidence_from is None else evidence_from
         evidence = tuple(
@@ -627,8 +627,9 @@ class Coordinator:
             if verdict.decision == "approve":
                 run.results[step.id] = result
                 return _record(step, result, verdict, approved=True)
-            if verdict.decision == "reject":
+            if verdict.decision == "reject" and run.task.plan is None:
                 raise _Rejected(f"step {step.id} ({step.description}): {verdict.feedback}")
+            # A declared workflow has no planner to go back to: a reject means do it again.
             feedback = verdict.feedback or "the reviewer asked for a better result"
         return self._revisions_spent(run, step, result, verdict, revisions)
 
@@ -870,8 +871,6 @@ class Coordinator:
         if isinstance(usage, Usage):
             run.usage = run.usage + usage
             self._check_budget(run, after_reply=True)
-        if run.history.caught_up:
-            self._sync_state(run)
         return payload
 
     def _check_budget(self, run: _Run, *, after_reply: bool = False) -> None:
@@ -1056,7 +1055,7 @@ class Coordinator:
             task_id=run.task_id,
             goal=run.task.goal,
             final_answer=final.output,
-            steps=(*run.records.values(), final),
+            steps=(*_in_plan_order(run), final),
             trace=tuple(run.trace),
             usage=run.usage,
         )
@@ -1067,7 +1066,7 @@ class Coordinator:
             goal=run.task.goal,
             reason=exc.message,
             error=ErrorReport.from_exception(exc, sender=self.name, task_id=run.task_id),
-            steps=tuple(run.records.values()),
+            steps=_in_plan_order(run),
             trace=tuple(run.trace),
             usage=run.usage,
         )
@@ -1240,6 +1239,13 @@ def _seed_entries(
 
 def _rewrap(payload: AnyMessage, like: Envelope) -> Envelope:
     return Envelope.wrap(payload, sender=like.sender, topic=like.topic, provenance=like.provenance)
+
+
+def _in_plan_order(run: _Run) -> tuple[StepRecord, ...]:
+    """Committed steps in the plan's order (they finish in any order when run in parallel)."""
+    order = [s.id for s in run.plan.steps] if run.plan is not None else []
+    known = [run.records[i] for i in order if i in run.records]
+    return (*known, *(r for i, r in run.records.items() if i not in order))
 
 
 def _record(

@@ -7,16 +7,24 @@ the actor classes below run it in a Ray worker.
 
 from __future__ import annotations
 
+import fcntl
 import logging
-from typing import Any, Final, Protocol
+import os
+import socket
+from typing import IO, Any, Final, Protocol
 
 import ray
 
-from agents._build import build_agent, shared_memory
+from agents._build import build_agent, high_impact_tools, shared_memory
 from agents._coordinator import Coordinator
+from agents._journal import JournalConfig, SqliteJournal
+from agents._journal_models import RetentionPolicy
 from agents._settings import TroupeSettings
 from protocols import (
     AnyMessage,
+    ApprovalDecided,
+    ApprovalRequested,
+    ConfigurationError,
     ConsumerHost,
     ConsumerStats,
     Envelope,
@@ -93,25 +101,122 @@ class AgentActor:
         """Answers once the agent is built: used to wait for the team to be up."""
         return self._name
 
+    def pid(self) -> int:
+        """The worker's process id (for operators, and crash tests that SIGKILL it)."""
+        return os.getpid()
+
 
 class CoordinatorActor:
-    """A Ray actor hosting the coordinator; it reaches agents through the ``RayBus``."""
+    """A Ray actor hosting the coordinator; it reaches agents through the ``RayBus``.
+
+    It runs on the head node (where the journal's SQLite file lives), holds the journal's
+    lock (one coordinator per journal), and is restartable: after a crash, the first call to
+    the new instance resumes every unfinished task from the journal. Ray retries calls that
+    were in progress (``max_task_retries``), so a waiting caller just gets its outcome later.
+    """
 
     def __init__(self, bus: RayBus, settings: TroupeSettings):
+        journal = open_journal(settings) if settings.journal.enabled else None
+        config = settings.journal
         self._coordinator = Coordinator(
             bus,
             shared_memory(settings),
+            journal=journal,
             namespace=settings.memory.namespace,
             request_timeout_s=settings.agents.request_timeout_s,
+            high_impact_tools=high_impact_tools(settings),
+            approvals=settings.approvals,
+            retention=RetentionPolicy(
+                max_age_days=config.retention_max_age_days, keep_last=config.retention_keep_last
+            ),
+            compact_every=config.compact_every,
         )
+        self._recovered: list[str] | None = None
+
+    async def _ready(self) -> Coordinator:
+        if self._recovered is None:
+            self._recovered = []
+            self._recovered = await self._coordinator.recover()
+        return self._coordinator
+
+    async def recover(self) -> list[str]:
+        """Resumes unfinished tasks (once per process); returns the ids resumed."""
+        await self._ready()
+        assert self._recovered is not None
+        return self._recovered
 
     async def run(self, task: TaskSubmitted) -> TaskCompleted | TaskFailed:
-        """Runs one task to its end."""
-        return await self._coordinator.run(task)
+        """Runs one task to its end (joins it when it is already known)."""
+        return await (await self._ready()).run(task)
+
+    async def submit(self, task: TaskSubmitted) -> str:
+        """Journals the task and starts it; returns its id."""
+        return await (await self._ready()).submit(task)
+
+    async def wait(
+        self, task_id: str, timeout_s: float | None = None
+    ) -> TaskCompleted | TaskFailed:
+        """The task's outcome once it has one."""
+        return await (await self._ready()).wait(task_id, timeout_s)
+
+    async def decide(self, decision: ApprovalDecided) -> None:
+        """A human's decision on a waiting step."""
+        await (await self._ready()).decide(decision)
+
+    async def cancel(self, task_id: str, reason: str = "", requested_by: str = "user") -> bool:
+        """Stops a task; False when it had already finished."""
+        return await (await self._ready()).cancel(task_id, reason=reason, requested_by=requested_by)
+
+    async def pending_approvals(self, task_id: str | None = None) -> list[ApprovalRequested]:
+        """Steps waiting for a decision."""
+        return (await self._ready()).pending_approvals(task_id)
+
+    async def fork(self, task_id: str, from_step: str, goal: str | None = None) -> str:
+        """A new task from step ``from_step`` of a finished one."""
+        return await (await self._ready()).fork(task_id, from_step, goal=goal)
+
+    async def stats(self) -> dict[str, int]:
+        """Tasks running here, and how many have caught up with their journal."""
+        return (await self._ready()).stats()
 
     def ping(self) -> str:
         """Answers once constructed."""
         return self._coordinator.name
+
+    def pid(self) -> int:
+        """The worker's process id (for operators, and crash tests that SIGKILL it)."""
+        return os.getpid()
+
+
+def open_journal(settings: TroupeSettings) -> SqliteJournal:
+    """The journal of these settings, locked for this process (one coordinator per journal).
+
+    Raises:
+        ConfigurationError: another live process holds the journal.
+    """
+    config = settings.journal
+    data_dir = config.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = (data_dir / "coordinator.lock").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise ConfigurationError(
+            f"the journal in {data_dir} is in use by {holder}: one coordinator owns a journal; "
+            "stop the other team or set journal.data_dir to another directory"
+        ) from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    lock.flush()
+    _LOCKS.append(lock)  # held until this process exits
+    return SqliteJournal(JournalConfig(data_dir=data_dir, synchronous=config.synchronous))
+
+
+_LOCKS: list[IO[str]] = []
 
 
 # Ray's stubs type a remote class as the class itself; the handles are used untyped.

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from agents._model import ModelClient
+from agents._model import ModelClient, UsageMeter
 from agents._prompts import load_prompt
 from agents._structured import ask_json, clip, object_schema, text_field
-from agents._tools import MODEL_TOOL, ToolRegistry
+from agents._toolkit import ToolRegistry
+from agents._tools import MODEL_TOOL, describe_tools, plan_tools
 from memory import EpisodicMemory, RecallQuery
 from protocols import (
     AgentError,
@@ -19,6 +21,7 @@ from protocols import (
     PlanProposed,
     PlanRequested,
     Step,
+    Usage,
     describe_validation_error,
 )
 
@@ -136,7 +139,9 @@ class Planner:
     Args:
         model: Chat model for planning.
         memory: Episodic memory to find plans that worked before.
-        tools: The tools steps may use.
+        tools: The team's tools.
+        allowed: The tools executors may run (plans name only these, and ``answer``); None
+            means every registered tool.
         namespace: Memory namespace.
         max_attempts: Model calls before falling back to a one-step plan.
         max_chars: Longest free-text field in a draft.
@@ -150,6 +155,7 @@ class Planner:
         memory: EpisodicMemory,
         tools: ToolRegistry,
         *,
+        allowed: Iterable[str] | None = None,
         namespace: str = "default",
         max_attempts: int = 2,
         max_chars: int = 120,
@@ -157,6 +163,7 @@ class Planner:
         self._model = model
         self._memory = memory
         self._tools = tools
+        self._plan_tools = plan_tools(tools, allowed)
         self._namespace = namespace
         self._max_attempts = max_attempts
         self._max_chars = max_chars
@@ -186,7 +193,7 @@ class Planner:
             except (KeyError, ValidationError):
                 continue  # an old or damaged record: plan afresh rather than trust it
             if len(plan.steps) <= request.max_steps and all(
-                s.tool in self._tools.names() for s in plan.steps
+                s.tool in self._plan_tools for s in plan.steps
             ):
                 return PlanProposed(
                     task_id=request.task_id,
@@ -197,18 +204,19 @@ class Planner:
         return None
 
     async def _plan_with_model(self, request: PlanRequested) -> PlanProposed:
-        tools = self._tools.names()
+        tools = self._plan_tools
         schema = plan_schema(tools, max_steps=request.max_steps, max_chars=self._max_chars)
+        meter = UsageMeter(self._model)
         errors: list[str] = []
         for attempt in range(1, self._max_attempts + 1):
             user = self._user_prompt(request, errors[-1] if errors else None)
             try:
                 data, _ = await ask_json(
-                    self._model,
+                    meter,
                     prompt=load_prompt("planner"),
                     system_values={
                         "max_steps": str(request.max_steps),
-                        "tools": self._tools.describe(),
+                        "tools": describe_tools(self._tools, tools[1:]),
                     },
                     user=user,
                     schema=schema,
@@ -226,8 +234,9 @@ class Planner:
                 source="model",
                 attempts=attempt,
                 notes=clip("; ".join(errors), 4000),
+                usage=meter.usage,
             )
-        return self._fallback(request, errors)
+        return self._fallback(request, errors, usage=meter.usage)
 
     def _user_prompt(self, request: PlanRequested, last_error: str | None) -> str:
         parts = [f"Goal: {request.goal}"]
@@ -237,7 +246,7 @@ class Planner:
             parts.append(f"Your last plan was invalid ({clip(last_error, 300)}). Fix it.")
         return "\n".join(parts)
 
-    def _fallback(self, request: PlanRequested, errors: list[str]) -> PlanProposed:
+    def _fallback(self, request: PlanRequested, errors: list[str], *, usage: Usage) -> PlanProposed:
         """The model gave no valid plan: run the goal as one model step, and say so."""
         step = Step(id="s1", description=clip(request.goal, 500), tool=MODEL_TOOL, input="")
         return PlanProposed(
@@ -246,4 +255,5 @@ class Planner:
             source="fallback",
             attempts=self._max_attempts,
             notes=clip("; ".join(errors), 4000),
+            usage=usage,
         )

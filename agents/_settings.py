@@ -10,6 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from agents._builtin_tools import ToolsSettings
 from memory import WeaviateSettings
 from protocols import Budget, BusConfig, ConfigurationError, describe_validation_error
 from serve import ServeSettings
@@ -39,6 +40,12 @@ class ModelEndpoint(_Settings):
         description="module:callable that builds this role's ModelClient from the endpoint "
         "(a custom or scripted model); None: the openai client over base_url.",
     )
+    fallbacks: tuple[ModelEndpoint, ...] = Field(
+        default=(),
+        description="Endpoints tried in order when this one fails for good (transport errors, "
+        "timeouts or 5xx after its attempts, or a model it does not serve). A fallback "
+        "without base_url or client uses this endpoint's base_url.",
+    )
 
 
 class AgentSettings(_Settings):
@@ -64,6 +71,43 @@ class AgentSettings(_Settings):
         default=600, ge=64, description="Longest earlier-step output quoted into a prompt."
     )
     request_timeout_s: float = Field(default=300.0, gt=0, description="Bus request timeout.")
+    tools: ToolsSettings = Field(
+        default_factory=ToolsSettings,
+        description="The team's tools: which built-ins, their limits, and custom tools.",
+    )
+    executor_tools: tuple[str, ...] | None = Field(
+        default=None,
+        description="Tools executors may run (enforced outside the model); None: every "
+        "registered tool. Plans only name these (and answer).",
+    )
+    max_tool_turns: int = Field(
+        default=4,
+        ge=1,
+        le=32,
+        description="Model turns of an answer step's tool loop; a step that has not answered "
+        "by then fails with the reason.",
+    )
+    workspace_dir: Path = Field(
+        default=Path(".troupe/workspaces"),
+        description="Root of the per-task workspace directories tools work in.",
+    )
+    context_tokens: int = Field(
+        default=1536,
+        ge=256,
+        description="Prompt budget of one model call in tokens (approximate: chars/4 plus "
+        "per-message overhead); the bundled model's 2048 less room for the answer.",
+    )
+    tool_reply_tokens: int = Field(
+        default=384,
+        ge=32,
+        description="max_tokens of a tool-loop turn (a tool call's arguments or the answer).",
+    )
+    recall_episodes: int = Field(
+        default=2,
+        ge=0,
+        le=20,
+        description="Relevant episodes of earlier tasks an executor recalls into its prompt.",
+    )
 
 
 class MemorySettings(_Settings):

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import ray
 from ray.actor import ActorHandle
+from ray.exceptions import RayActorError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from agents._hosting import REMOTE_AGENT, REMOTE_COORDINATOR
 from agents._settings import TroupeSettings
 from memory import WeaviateMemory, memory_actor
 from protocols import (
+    ApprovalDecided,
+    ApprovalRequested,
     RayBus,
     RayDeadLetters,
     TaskCompleted,
@@ -40,6 +45,49 @@ class Team:
         outcome: Any = ray.get(self.coordinator.run.remote(task), timeout=timeout_s)
         return cast(TaskCompleted | TaskFailed, outcome)
 
+    def submit(self, task: TaskSubmitted) -> str:
+        """Hands a task to the coordinator; it is journaled when this returns."""
+        return cast(str, self._call("submit", task))
+
+    def wait(self, task_id: str, timeout_s: float | None = None) -> TaskCompleted | TaskFailed:
+        """Waits for a task's outcome (``GetTimeoutError`` after ``timeout_s``); a coordinator
+        that crashes meanwhile is restarted by Ray, resumes the task, and is asked again."""
+        outcome: Any = self._call("wait", task_id, timeout_s=timeout_s)
+        return cast(TaskCompleted | TaskFailed, outcome)
+
+    def pending_approvals(self, task_id: str | None = None) -> list[ApprovalRequested]:
+        """Steps waiting for a human's decision."""
+        return cast(list[ApprovalRequested], self._call("pending_approvals", task_id))
+
+    def _call(self, method: str, *args: Any, timeout_s: float | None = None) -> Any:
+        """Calls the coordinator, asking again while Ray restarts it (these calls are
+        idempotent: a known task id joins the task)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                return ray.get(getattr(self.coordinator, method).remote(*args), timeout=left)
+            except RayActorError:
+                if self._stopped or (deadline is not None and time.monotonic() >= deadline):
+                    raise
+                time.sleep(0.5)  # restarting: the new instance resumes from the journal
+
+    def decide(self, decision: ApprovalDecided) -> None:
+        """Approves, rejects or edits a waiting step."""
+        ray.get(self.coordinator.decide.remote(decision))
+
+    def cancel(self, task_id: str, *, reason: str = "", requested_by: str = "user") -> bool:
+        """Stops a task; False when it had already finished."""
+        return cast(bool, ray.get(self.coordinator.cancel.remote(task_id, reason, requested_by)))
+
+    def fork(self, task_id: str, from_step: str, *, goal: str | None = None) -> str:
+        """Starts a new task from a step of a finished one; returns the new id."""
+        return cast(str, ray.get(self.coordinator.fork.remote(task_id, from_step, goal)))
+
+    def recover(self) -> list[str]:
+        """Resumes unfinished tasks from the journal; returns their ids."""
+        return cast(list[str], ray.get(self.coordinator.recover.remote()))
+
     def stop(self) -> None:
         """Kills the team's actors (and the memory actor when this team created it)."""
         if self._stopped:
@@ -58,7 +106,8 @@ def start_team(settings: TroupeSettings) -> Team:
     The memory actor is shared by name: an existing one is joined, not replaced.
     """
     memory_handle = _start_memory(settings)
-    options = {"num_cpus": settings.agents.num_cpus, "max_restarts": 1}
+    # Agents come back after a crash; the coordinator re-sends the step (same idempotency key).
+    options = {"num_cpus": settings.agents.num_cpus, "max_restarts": -1}
     planner = REMOTE_AGENT.options(**options).remote("planner", "planner", settings)
     executors = [
         REMOTE_AGENT.options(**options).remote("executor", f"executor-{i}", settings)
@@ -69,14 +118,22 @@ def start_team(settings: TroupeSettings) -> Team:
     letters = dead_letter_actor(
         str(settings.bus.dead_letters_path.resolve()), name=settings.bus.actor_name
     )
-    bus = RayBus(RayDeadLetters(letters), settings.bus.config)
+    bus = RayBus(
+        RayDeadLetters(letters), settings.bus.config.model_copy(update={"members_restart": True})
+    )
     bus.subscribe(Topics.PLANNER, planner, group="planners")
     for executor in executors:
         bus.subscribe(Topics.EXECUTOR, executor, group="executors")
     bus.subscribe(Topics.REVIEWER, reviewer, group="reviewers")
-    coordinator = REMOTE_COORDINATOR.options(num_cpus=settings.agents.num_cpus).remote(
-        bus, settings
-    )
+    # On this (the head) node, next to the journal file; restarted after a crash, and the
+    # calls in progress then (a caller's wait) are retried on the new instance.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    coordinator = REMOTE_COORDINATOR.options(
+        num_cpus=settings.agents.num_cpus,
+        max_restarts=-1,
+        max_task_retries=-1,
+        scheduling_strategy=here,
+    ).remote(bus, settings)
     agents = [planner, *executors, reviewer]
     team = Team(
         bus=bus,
@@ -87,6 +144,7 @@ def start_team(settings: TroupeSettings) -> Team:
     )
     try:
         ray.get([actor.ping.remote() for actor in [*agents, coordinator]], timeout=120)
+        ray.get(coordinator.recover.remote(), timeout=120)
     except Exception:
         team.stop()
         raise

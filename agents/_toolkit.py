@@ -33,7 +33,7 @@ ResultCode = Literal[
 ]
 
 _NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_-]{0,63}$")
-_TASK_DIR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_TASK_DIR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")  # every TaskId fits
 
 
 class ToolArgs(BaseModel):
@@ -114,6 +114,8 @@ class TypedTool(ABC, Generic[A]):
     timeout_s: float = 30.0
     impact: Impact = "low"
     resources: ToolResources | None = None
+    uses_workspace: bool = True
+    """False for tools that never touch files: the caller need not create the workspace."""
 
     @abstractmethod
     async def run(self, args: A, ctx: ToolContext) -> ToolResult:
@@ -347,14 +349,23 @@ def tool_episode(
     )
 
 
-def task_workspace(root: Path, task_id: str) -> Path:
-    """Creates (if needed) and returns the workspace directory of a task under ``root``.
+def workspace_path(root: Path, task_id: str) -> Path:
+    """The workspace directory of a task under ``root``, without creating it.
 
     Raises:
         ConfigurationError: When the task id cannot be a directory name.
     """
     if not _TASK_DIR.match(task_id) or task_id in {".", ".."}:
         raise ConfigurationError(f"task id {task_id!r} cannot name a workspace directory")
-    path = root.resolve() / task_id
+    return root.resolve() / task_id
+
+
+def task_workspace(root: Path, task_id: str) -> Path:
+    """Creates (if needed) and returns the workspace directory of a task under ``root``.
+
+    Raises:
+        ConfigurationError: When the task id cannot be a directory name.
+    """
+    path = workspace_path(root, task_id)
     path.mkdir(parents=True, exist_ok=True)
     return path

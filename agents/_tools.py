@@ -1,70 +1,115 @@
-"""Tools an executor may use, and the registry that says which exist.
+"""Which tools a team has: the built-ins it turned on, its custom tools, and ``answer``.
 
 ``answer`` is the model itself: the executor asks the model to carry out the step. Every other
-tool is code with a typed, checked input; none of them trusts the text the model wrote.
+tool is a ``TypedTool`` (``agents._toolkit``) with a typed, checked input; none of them trusts
+the text the model wrote.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any
 
 from agents._arithmetic import calculate, format_number
-from protocols import AgentError
+from agents._builtin_tools import ToolsSettings, builtin_tools
+from agents._toolkit import ToolRegistry, ToolRunner, TypedTool
+from memory import EpisodicMemory
+from protocols import ConfigurationError
+
+__all__ = [
+    "MODEL_TOOL",
+    "calculate",
+    "default_tools",
+    "describe_tools",
+    "format_number",
+    "load_custom_tools",
+    "plan_tools",
+]
 
 MODEL_TOOL = "answer"
 """The pseudo-tool that means: the model carries out the step."""
 
-
-class Tool(Protocol):
-    """A tool: a name, what it does (shown to the planner), and how to run it on a text input."""
-
-    name: str
-    description: str
-
-    async def run(self, argument: str) -> str:
-        """Runs the tool; raises ``AgentError`` with what to fix when the argument is bad."""
-        ...
+_ANSWER_LINE = f"- {MODEL_TOOL}: think and write the answer to the step in words"
 
 
-class ToolRegistry:
-    """The tools known to a team. Unknown names are an error, never a silent no-op."""
+def default_tools(
+    settings: ToolsSettings | None = None,
+    *,
+    memory: EpisodicMemory | None = None,
+    runner: ToolRunner | None = None,
+) -> ToolRegistry:
+    """The registry of a team's tools: the configured built-ins, then the custom tools.
 
-    def __init__(self, tools: Iterable[Tool]):
-        self._tools = {tool.name: tool for tool in tools}
+    Args:
+        settings: The tools branch of the settings (default: the calculator only).
+        memory: The memory ``memory_search`` searches (without one it is left out).
+        runner: Where tools run (default: in this process).
 
-    def names(self) -> list[str]:
-        """Names the planner may use, the model pseudo-tool first."""
-        return [MODEL_TOOL, *sorted(self._tools)]
+    Raises:
+        ConfigurationError: When a custom tool cannot be loaded, two tools share a name, or a
+            tool is named ``answer`` (the model itself).
+    """
+    settings = settings or ToolsSettings()
+    tools = [*builtin_tools(settings, memory=memory), *load_custom_tools(settings.custom)]
+    if any(tool.name == MODEL_TOOL for tool in tools):
+        raise ConfigurationError(
+            f"a tool is named {MODEL_TOOL!r}, the name of the model itself; rename the tool"
+        )
+    return ToolRegistry(tools, runner=runner)
 
-    def describe(self) -> str:
-        """One line per tool, for prompts."""
-        lines = [f"- {t.name}: {t.description}" for t in self._tools.values()]
-        lines.append(f"- {MODEL_TOOL}: think and write the answer to the step in words")
-        return "\n".join(lines)
 
-    def get(self, name: str) -> Tool:
-        """The tool called ``name``."""
+def load_custom_tools(paths: Iterable[str]) -> list[TypedTool[Any]]:
+    """Imports each ``module:callable`` and calls it; it returns a tool or a list of tools.
+
+    Raises:
+        ConfigurationError: Naming the path, when it does not import, is not callable, or
+            returns something other than ``TypedTool`` instances.
+    """
+    tools: list[TypedTool[Any]] = []
+    for path in paths:
+        module_name, _, attribute = path.partition(":")
         try:
-            return self._tools[name]
-        except KeyError:
-            raise AgentError(
-                f"unknown tool {name!r}; known tools: {', '.join(self.names())}",
-                code="unknown_tool",
+            factory = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigurationError(
+                f"custom tool {path!r} cannot be loaded ({exc}); agents.tools.custom must name "
+                "an importable module:callable on every node"
             ) from None
+        if not callable(factory):
+            raise ConfigurationError(f"custom tool {path!r} is not callable")
+        made = factory()
+        found = list(made) if isinstance(made, list | tuple) else [made]
+        wrong = [type(t).__name__ for t in found if not isinstance(t, TypedTool)]
+        if wrong or not found:
+            raise ConfigurationError(
+                f"custom tool {path!r} returned {wrong[0] if wrong else 'no tools'}; it must "
+                "return a TypedTool or a list of them"
+            )
+        tools.extend(found)
+    return tools
 
 
-class Calculator:
-    """Arithmetic on numbers: + - * / // % ** and parentheses. Parsed, never evaluated as code."""
+def plan_tools(registry: ToolRegistry, allowed: Iterable[str] | None = None) -> list[str]:
+    """Tool names a plan may use: ``answer`` first, then the allowed registered tools, sorted.
 
-    name = "calculator"
-    description = "arithmetic on numbers, e.g. input '17 * 23 + 4' (operators + - * / // % **)"
+    Args:
+        registry: The team's tools.
+        allowed: The executors' allow-list; None means every registered tool.
+    """
+    names = registry.names()
+    if allowed is not None:
+        keep = set(allowed)
+        names = [n for n in names if n in keep]
+    return [MODEL_TOOL, *names]
 
-    async def run(self, argument: str) -> str:
-        """Computes the expression and returns the number as text."""
-        return format_number(calculate(argument))
 
-
-def default_tools() -> ToolRegistry:
-    """The built-in tools of this release."""
-    return ToolRegistry([Calculator()])
+def describe_tools(registry: ToolRegistry, names: Iterable[str]) -> str:
+    """One line per tool, for the planner's prompt; ``answer`` last."""
+    lines = []
+    for name in names:
+        tool = registry.get(name)
+        if tool is not None:
+            lines.append(f"- {tool.name}: {tool.description}")
+    lines.append(_ANSWER_LINE)
+    return "\n".join(lines)

@@ -22,6 +22,7 @@ def test_a_task_completes_through_planner_executor_and_reviewer(
     settings = TroupeSettings.model_validate(
         {
             "memory": {"data_dir": str(tmp_path), "actor_name": "troupe-memory-e2e"},
+            "journal": {"data_dir": str(tmp_path / "journal")},
             "agents": {"executors": 2, "max_field_chars": 60, "max_answer_chars": 80},
             "budget": {"max_steps": 2},
         }

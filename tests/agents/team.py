@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +36,11 @@ def build_team(
 ) -> InProcessTeam:
     memory = LocalMemory(EmbeddedStore(data_dir / "memory.jsonl" if data_dir else None))
     bus = InProcessBus()
-    tools = default_tools()
+    tools = default_tools(memory=memory)
+    workspaces = (data_dir or Path(tempfile.gettempdir())) / "workspaces"
     bus.subscribe(Topics.PLANNER, AgentConsumer(Planner(planner, memory, tools)), group="p")
     for i in range(executors):
-        agent = Executor(executor, memory, tools, name=f"executor-{i}")
+        agent = Executor(executor, memory, tools, name=f"executor-{i}", workspace_root=workspaces)
         bus.subscribe(Topics.EXECUTOR, AgentConsumer(agent), group="e")
     bus.subscribe(Topics.REVIEWER, AgentConsumer(Reviewer(reviewer)), group="r")
     return InProcessTeam(Coordinator(bus, memory), memory, planner, executor, reviewer)

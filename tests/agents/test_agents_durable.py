@@ -557,15 +557,31 @@ async def test_fork_keeps_earlier_steps_and_reruns_from_the_chosen_one(
         await coordinator.fork("t1", "zz")
 
 
-async def test_workflow_plans_skip_the_planner_and_a_reject_fails_them(
+async def test_workflow_plans_skip_the_planner_and_a_model_reject_means_revise(
     journal: SqliteJournal,
 ) -> None:
     crew = _crew(reviewer=FakeReviewer(lambda r: "reject"))
-    task = _task().model_copy(update={"plan": CHAIN, "workflow": "three"})
+    task = _task(max_revisions=1, on_revisions_exhausted="fail").model_copy(
+        update={"plan": CHAIN, "workflow": "three"}
+    )
     outcome = await crew.coordinator(journal).run(task)
     assert isinstance(outcome, TaskFailed)
-    assert outcome.error is not None and outcome.error.code == "workflow_rejected"
+    assert outcome.error is not None and outcome.error.code == "revision_budget_spent"
+    assert crew.executor.ran()["s1"] == 2, "redone once, not replanned"
     assert crew.planner.requests == []
+
+
+async def test_a_human_reject_fails_a_workflow(journal: SqliteJournal) -> None:
+    crew = _crew()
+    coordinator = crew.coordinator(journal)
+    await coordinator.submit(_task().model_copy(update={"plan": GATED, "workflow": "gated"}))
+    await _until(lambda: bool(coordinator.pending_approvals()))
+    assert coordinator.pending_approvals()[0].step.input == "send draft done"
+    await coordinator.decide(_decision(decision="reject", reason="no"))
+    outcome = await coordinator.wait("t1", timeout_s=5)
+    assert isinstance(outcome, TaskFailed)
+    assert outcome.error is not None and outcome.error.code == "workflow_rejected"
+    assert "rejected by alice: no" in outcome.reason
 
 
 async def test_a_reference_to_a_step_that_is_not_a_dependency_is_refused(

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import Field
 
-from agents._builtin_tools import CalculatorTool, builtin_tools
+from agents._builtin_tools import BUILTIN_NAMES, CalculatorTool, ToolsSettings, builtin_tools
 from agents._toolkit import (
     ToolArgs,
     ToolContext,
@@ -107,9 +107,14 @@ def test_function_specs_are_openai_tools_from_the_argument_models() -> None:
 
 def test_builtin_specs_cover_every_builtin(tmp_path: Path) -> None:
     memory = LocalMemory(EmbeddedStore(None))
-    registry = ToolRegistry(builtin_tools(memory=memory))
+    every = ToolsSettings(builtin=BUILTIN_NAMES)
+    registry = ToolRegistry(builtin_tools(every, memory=memory))
     names = [s["function"]["name"] for s in registry.function_specs()]
-    # http_get is off by default
+    # http_get is off by default; only the calculator is on unless more are named
+    assert [t.name for t in builtin_tools()] == ["calculator"]
+    assert [t.name for t in builtin_tools(every)] == [
+        n for n in BUILTIN_NAMES if n != "memory_search"
+    ]
     assert names == [
         "calculator",
         "list_files",

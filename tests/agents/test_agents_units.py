@@ -23,6 +23,7 @@ from agents import (
     rule_verdict,
     schema_token_bound,
 )
+from agents._tools import plan_tools
 from memory import EmbeddedStore, LocalMemory, RecallQuery
 from protocols import (
     AgentError,
@@ -40,6 +41,7 @@ from protocols import (
 from tests.fakes import ScriptedModelClient
 
 TOOLS = default_tools()
+PLAN_TOOLS = plan_tools(TOOLS)
 
 
 def _memory() -> LocalMemory:
@@ -95,7 +97,7 @@ def test_calculator_never_fails_other_than_with_agent_error(text: str) -> None:
 
 
 def test_plan_schema_is_bounded_and_its_token_bound_covers_a_full_plan() -> None:
-    schema = plan_schema(TOOLS.names(), max_steps=3, max_chars=50)
+    schema = plan_schema(PLAN_TOOLS, max_steps=3, max_chars=50)
     bound = schema_token_bound(schema)
     biggest = {
         "steps": [
@@ -125,13 +127,13 @@ def test_draft_to_plan_numbers_steps_and_checks_tools() -> None:
             {"description": "b", "tool": "answer", "input": "", "depends_on": [1, 1]},
         ]
     }
-    plan = draft_to_plan(draft, tools=TOOLS.names(), max_steps=4)
+    plan = draft_to_plan(draft, tools=PLAN_TOOLS, max_steps=4)
     assert [(s.id, s.depends_on) for s in plan.steps] == [("s1", ()), ("s2", ("s1",))]
     draft["steps"][0]["tool"] = "shell"
     with pytest.raises(AgentError, match="unknown tool 'shell'"):
-        draft_to_plan(draft, tools=TOOLS.names(), max_steps=4)
+        draft_to_plan(draft, tools=PLAN_TOOLS, max_steps=4)
     with pytest.raises(AgentError, match="steps: Field required"):
-        draft_to_plan({"plan": []}, tools=TOOLS.names(), max_steps=4)
+        draft_to_plan({"plan": []}, tools=PLAN_TOOLS, max_steps=4)
 
 
 def test_draft_to_plan_merges_repeated_steps_and_refuses_step_zero() -> None:
@@ -143,15 +145,15 @@ def test_draft_to_plan_merges_repeated_steps_and_refuses_step_zero() -> None:
             {"description": "b", "tool": "answer", "input": "", "depends_on": [2]},
         ]
     }
-    plan = draft_to_plan(draft, tools=TOOLS.names(), max_steps=4)
+    plan = draft_to_plan(draft, tools=PLAN_TOOLS, max_steps=4)
     assert [(s.id, s.depends_on) for s in plan.steps] == [("s1", ()), ("s2", ("s1",))]
     draft["steps"][2]["depends_on"] = [0]
     with pytest.raises(AgentError, match="steps are numbered from 1"):
-        draft_to_plan(draft, tools=TOOLS.names(), max_steps=4)
+        draft_to_plan(draft, tools=PLAN_TOOLS, max_steps=4)
 
 
 def test_plan_schema_allows_only_earlier_steps_as_dependencies() -> None:
-    schema = plan_schema(TOOLS.names(), max_steps=3, max_chars=40)
+    schema = plan_schema(PLAN_TOOLS, max_steps=3, max_chars=40)
     plans = schema["properties"]["steps"]["anyOf"]
     assert [len(p["prefixItems"]) for p in plans] == [1, 2, 3]
     third = plans[2]["prefixItems"][2]["properties"]["depends_on"]
@@ -204,7 +206,7 @@ def test_executor_runs_the_calculator_without_the_model_and_records_episodes() -
     assert isinstance(result, StepResult)
     assert (result.output, result.ok) == ("5", True)
     assert result.tool_calls == (
-        ToolCall(tool="calculator", arguments="2 + 3", output="5", ok=True),
+        ToolCall(tool="calculator", arguments='{"expression": "2 + 3"}', output="5", ok=True),
     )
     found = asyncio.run(memory.recall(RecallQuery(text="compute total", task_id="t1", k=10)))
     assert {s.episode.kind for s in found} == {"action", "tool_result"}
@@ -235,7 +237,7 @@ def test_answer_step_on_an_expression_gets_the_computed_value_as_evidence() -> N
     result = asyncio.run(executor.handle(_assigned("answer", "2 + 3")))
     assert isinstance(result, StepResult)
     assert result.tool_calls == (
-        ToolCall(tool="calculator", arguments="2 + 3", output="5", ok=True),
+        ToolCall(tool="calculator", arguments='{"expression": "2 + 3"}', output="5", ok=True),
     )
     assert "Calculator: 2 + 3 = 5" in model.requests[0].messages[-1]["content"]
     # words are not arithmetic: no evidence, no calculator note

@@ -1,0 +1,1 @@
+"""The hiring pipeline example: a declared workflow, its tools, and a runner."""
