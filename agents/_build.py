@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import importlib
-from typing import Literal, cast
+from collections.abc import Sequence
+from typing import Any, Literal, cast
 
 import ray
 
 from agents._executor import Executor
+from agents._mcp import tool_name
 from agents._model import FallbackModelClient, ModelClient, OpenAIModelClient
 from agents._planner import Planner
 from agents._ray_tools import RayToolRunner
 from agents._reviewer import Reviewer
 from agents._settings import ModelEndpoint, TroupeSettings
-from agents._toolkit import ToolRegistry
+from agents._toolkit import ToolRegistry, TypedTool
 from agents._tools import default_tools
 from memory import CachedEmbedder, EpisodicMemory, OpenAIEmbedder, RayMemory, WeaviateMemory
 from protocols import ConfigurationError
@@ -99,25 +101,43 @@ def shared_memory(settings: TroupeSettings) -> EpisodicMemory:
 
 
 def tool_registry(
-    settings: TroupeSettings, *, memory: EpisodicMemory | None = None
+    settings: TroupeSettings,
+    *,
+    memory: EpisodicMemory | None = None,
+    mcp_tools: Sequence[TypedTool[Any]] = (),
 ) -> ToolRegistry:
-    """The team's tools as configured (``agents.tools``): built-ins, then custom tools.
+    """The team's tools as configured (``agents.tools``): built-ins, custom tools, then the
+    tools of the MCP servers (``mcp_tools``: loaded by the caller, on its event loop, with
+    ``load_mcp_tools(settings.agents.tools.mcp.servers)``).
 
     Tools that declare ``resources`` run as Ray tasks reserving them (``RayToolRunner``); the
-    others run in the calling process.
+    others (MCP tools among them) run in the calling process.
 
     Raises:
         ConfigurationError: When a custom tool cannot be loaded, a name is taken twice, or a
             tool is named ``answer``.
     """
-    return default_tools(settings.agents.tools, memory=memory, runner=RayToolRunner())
+    registry = default_tools(settings.agents.tools, memory=memory, runner=RayToolRunner())
+    registry.extend(mcp_tools)
+    return registry
 
 
 def high_impact_tools(settings: TroupeSettings) -> frozenset[str]:
     """Names of the configured tools with ``impact == "high"``: a step that uses one needs a
-    person's approval before it is dispatched (executors refuse them anywhere else)."""
+    person's approval before it is dispatched (executors refuse them anywhere else).
+
+    MCP tools are named here without connecting to their servers: ``high_impact`` lists a
+    server's tool names, which become ``<server>_<tool>`` (the loader refuses a name the
+    server does not offer, so no gated tool can hide under another name).
+    """
     registry = tool_registry(settings)
-    return frozenset(n for n in registry.names() if _impact(registry, n) == "high")
+    local = {n for n in registry.names() if _impact(registry, n) == "high"}
+    mcp = {
+        tool_name(server.name, tool)
+        for server in settings.agents.tools.mcp.servers
+        for tool in server.high_impact
+    }
+    return frozenset(local | mcp)
 
 
 def _impact(registry: ToolRegistry, name: str) -> str:
@@ -126,16 +146,31 @@ def _impact(registry: ToolRegistry, name: str) -> str:
 
 
 def build_agent(
-    role: str, settings: TroupeSettings, memory: EpisodicMemory, *, name: str
+    role: str,
+    settings: TroupeSettings,
+    memory: EpisodicMemory,
+    *,
+    name: str,
+    mcp_tools: Sequence[TypedTool[Any]] = (),
 ) -> Planner | Executor | Reviewer:
-    """A planner, executor or reviewer configured from ``settings``."""
+    """A planner, executor or reviewer configured from ``settings``.
+
+    Args:
+        role: ``planner``, ``executor`` or ``reviewer``.
+        settings: The settings tree.
+        memory: The team's episodic memory.
+        name: The agent's name.
+        mcp_tools: Tools of the MCP servers, loaded on the event loop that will run the agent
+            (``AgentActor`` does it before the first message); without them the agent has only
+            the built-in and custom tools.
+    """
     agents = settings.agents
     namespace = settings.memory.namespace
     if role == "planner":
         return Planner(
             model_client(agents.planner),
             memory,
-            tool_registry(settings, memory=memory),
+            tool_registry(settings, memory=memory, mcp_tools=mcp_tools),
             allowed=agents.executor_tools,
             namespace=namespace,
             max_attempts=agents.max_plan_attempts,
@@ -145,7 +180,7 @@ def build_agent(
         return Executor(
             model_client(agents.executor),
             memory,
-            tool_registry(settings, memory=memory),
+            tool_registry(settings, memory=memory, mcp_tools=mcp_tools),
             name=name,
             namespace=namespace,
             allowed=agents.executor_tools,
@@ -161,7 +196,7 @@ def build_agent(
         return Reviewer(
             model_client(agents.reviewer),
             max_chars=agents.max_field_chars,
-            tools=tool_registry(settings, memory=memory),
+            tools=tool_registry(settings, memory=memory, mcp_tools=mcp_tools),
             workspace_root=agents.workspace_dir,
         )
     raise ConfigurationError(f"unknown agent role {role!r}; roles are {', '.join(ROLES)}")
