@@ -6,6 +6,7 @@ from agents._cli import main, render_outcome, run_task
 from agents._coordinator import Coordinator
 from agents._executor import Executor
 from agents._hosting import Agent, AgentActor, AgentConsumer, CoordinatorActor
+from agents._mcp import McpServerSettings, McpSettings, McpTool, McpToolset, load_mcp_tools
 from agents._model import (
     ChatMessage,
     FallbackModelClient,
@@ -50,6 +51,10 @@ __all__ = [
     "CoordinatorActor",
     "Executor",
     "FallbackModelClient",
+    "McpServerSettings",
+    "McpSettings",
+    "McpTool",
+    "McpToolset",
     "MemorySettings",
     "ModelClient",
     "ModelEndpoint",
@@ -78,6 +83,7 @@ __all__ = [
     "draft_to_plan",
     "goal_key",
     "high_impact_tools",
+    "load_mcp_tools",
     "load_prompt",
     "main",
     "model_client",

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agents._arithmetic import calculate, format_number
 from agents._file_tools import ListFilesTool, ReadFileTool, WriteFileTool
+from agents._mcp import McpSettings
 from agents._sandbox import Sandbox, SandboxResult, SandboxSettings
 from agents._toolkit import ToolArgs, ToolContext, ToolResult, TypedTool
 from memory import EpisodicMemory, RecallQuery
@@ -60,6 +61,14 @@ class ToolsSettings(BaseModel):
         description="module:callable paths; each callable takes no arguments and returns a "
         "TypedTool or a list of them. Loaded in every agent's process, so the module must be "
         "importable on every node.",
+    )
+    mcp: McpSettings = Field(
+        default_factory=McpSettings,
+        description="MCP servers whose tools (named <server>_<tool>) join the team's. Each "
+        "agent connects on its own event loop before its first message, so the servers must be "
+        "reachable from every node (a stdio server starts once per agent); an unreachable one "
+        "fails that agent's messages with a ConfigurationError. With executor_tools set, list "
+        "the MCP tool names there too.",
     )
 
     @field_validator("custom")

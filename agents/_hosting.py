@@ -7,10 +7,12 @@ the actor classes below run it in a Ray worker.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import os
 import socket
+from collections.abc import Callable, Sequence
 from typing import IO, Any, Final, Protocol
 
 import ray
@@ -19,7 +21,9 @@ from agents._build import build_agent, high_impact_tools, shared_memory
 from agents._coordinator import Coordinator
 from agents._journal import JournalConfig, SqliteJournal
 from agents._journal_models import RetentionPolicy
+from agents._mcp import McpServerSettings, McpToolset, load_mcp_tools
 from agents._settings import TroupeSettings
+from agents._toolkit import TypedTool
 from protocols import (
     AnyMessage,
     ApprovalDecided,
@@ -71,19 +75,104 @@ class AgentConsumer:
         return None if reply is None else envelope.reply(reply, sender=self.agent.name)
 
 
+class McpAgent:
+    """An agent that gets its MCP servers' tools before it handles its first message.
+
+    MCP connections belong to the event loop that opens them, and an actor's constructor runs
+    outside its loop. So the agent is built at once without MCP tools (a setup error shows when
+    the team starts), then built again with them by ``start`` (on the first message), on the
+    loop that runs every message. A server that cannot be reached fails the message with a
+    ``ConfigurationError``, which the bus reports as this agent's error; the next message
+    tries again.
+
+    Args:
+        build: Builds the agent with the given MCP tools (none at first).
+        servers: The MCP servers; with none, the agent is used as first built.
+    """
+
+    def __init__(
+        self,
+        build: Callable[[Sequence[TypedTool[Any]]], Agent],
+        servers: Sequence[McpServerSettings] = (),
+    ):
+        self._build = build
+        self._agent = build(())
+        self.name = self._agent.name
+        self._servers = tuple(servers)
+        self._toolset: McpToolset | None = None
+        self._lock = asyncio.Lock()  # binds to the loop of its first use
+
+    @property
+    def agent(self) -> Agent:
+        """The agent as built so far (with its MCP tools once started)."""
+        return self._agent
+
+    async def start(self) -> None:
+        """Loads the MCP tools and rebuilds the agent with them; once (a no-op without servers).
+
+        Raises:
+            ConfigurationError: A server cannot be reached, its tools do not match the settings,
+                or a tool's name is taken by another tool.
+        """
+        if self._toolset is not None or not self._servers:
+            return
+        async with self._lock:
+            if self._toolset is not None:
+                return
+            try:
+                toolset = await load_mcp_tools(self._servers)
+            except ConfigurationError as exc:
+                raise ConfigurationError(
+                    f"{self.name} could not load its MCP tools: {exc.message}"
+                ) from None
+            try:
+                agent = self._build(toolset.tools)
+            except BaseException:
+                await toolset.close()
+                raise
+            self._agent, self._toolset = agent, toolset
+
+    async def handle(self, message: AnyMessage) -> AnyMessage | None:
+        """Starts (first time) and hands the message to the agent."""
+        await self.start()
+        return await self._agent.handle(message)
+
+    async def close(self) -> None:
+        """Closes the MCP connections (stops stdio servers); later MCP calls fail cleanly."""
+        if self._toolset is not None:
+            await self._toolset.close()
+
+
 class AgentActor:
     """A Ray actor hosting one agent built inside the worker (its model client is local).
 
     The agent sits behind a ``ConsumerHost``: redeliveries of a message it already handled get
-    the same reply without running it again, and its inbox is bounded.
+    the same reply without running it again, and its inbox is bounded. The tools of the MCP
+    servers in ``agents.tools.mcp`` are loaded on the actor's event loop before the first
+    message (``McpAgent``).
     """
 
     def __init__(self, role: str, name: str, settings: TroupeSettings):
         memory = shared_memory(settings)
         self._name = name
-        self._host = ConsumerHost(
-            AgentConsumer(build_agent(role, settings, memory, name=name)), name=name
-        )
+
+        def build(mcp_tools: Sequence[TypedTool[Any]]) -> Agent:
+            return build_agent(role, settings, memory, name=name, mcp_tools=mcp_tools)
+
+        self._agent = McpAgent(build, settings.agents.tools.mcp.servers)
+        self._host = ConsumerHost(AgentConsumer(self._agent), name=name)
+
+    async def start(self) -> None:
+        """Loads the MCP tools now instead of on the first message.
+
+        Raises:
+            ConfigurationError: A configured MCP server cannot be reached or does not fit.
+        """
+        await self._agent.start()
+
+    async def close(self) -> None:
+        """Closes the agent's MCP connections (stops the stdio servers it started)."""
+        await self._agent.close()
 
     async def deliver(self, envelope: Envelope) -> Envelope | None:
         """Bus entry point: one message."""

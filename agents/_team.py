@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import ray
 from ray.actor import ActorHandle
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from agents._hosting import REMOTE_AGENT, REMOTE_COORDINATOR
@@ -17,6 +17,7 @@ from memory import WeaviateMemory, memory_actor
 from protocols import (
     ApprovalDecided,
     ApprovalRequested,
+    ConfigurationError,
     RayBus,
     RayDeadLetters,
     TaskCompleted,
@@ -144,6 +145,12 @@ def start_team(settings: TroupeSettings) -> Team:
     )
     try:
         ray.get([actor.ping.remote() for actor in [*agents, coordinator]], timeout=120)
+        # MCP tools load now, so a server that is down stops the team here, not at the first task.
+        try:
+            ray.get([actor.start.remote() for actor in agents], timeout=120)
+        except RayTaskError as exc:
+            cause = exc.cause
+            raise cause if isinstance(cause, ConfigurationError) else exc from None
         ray.get(coordinator.recover.remote(), timeout=120)
     except Exception:
         team.stop()

@@ -203,13 +203,23 @@ class ToolRegistry:
 
     def __init__(self, tools: Iterable[TypedTool[Any]], *, runner: ToolRunner | None = None):
         self._tools: dict[str, TypedTool[Any]] = {}
+        self.extend(tools)
+        self._runner: ToolRunner = runner or LocalToolRunner()
+
+    def extend(self, tools: Iterable[TypedTool[Any]]) -> None:
+        """Adds tools (an MCP server's, once loaded); all or none of them are added.
+
+        Raises:
+            ConfigurationError: When a name does not fit the pattern or is taken already.
+        """
+        added: dict[str, TypedTool[Any]] = {}
         for tool in tools:
             if not _NAME.match(tool.name):
                 raise ConfigurationError(f"tool name {tool.name!r} must match {_NAME.pattern}")
-            if tool.name in self._tools:
+            if tool.name in self._tools or tool.name in added:
                 raise ConfigurationError(f"two tools are named {tool.name!r}")
-            self._tools[tool.name] = tool
-        self._runner: ToolRunner = runner or LocalToolRunner()
+            added[tool.name] = tool
+        self._tools.update(added)
 
     def names(self) -> list[str]:
         """Every tool's name, sorted."""
