@@ -1,9 +1,15 @@
 """Short-term memory: what goes into one prompt, fitted to a token budget.
 
-Tokens are counted approximately, without the model's tokenizer: ``ceil(chars / 4)`` per text
-plus ``MESSAGE_OVERHEAD`` per chat message (role markers and separators). Four characters a
-token is about right for English with the llama.cpp vocabularies we serve; the budget should
-leave some slack for text that tokenizes worse (numbers, code, other languages).
+Tokens are counted approximately, without the model's tokenizer, and on the high side: every
+digit and every punctuation mark is a token, the rest (letters, spaces) four characters a token;
+plus ``MESSAGE_OVERHEAD`` per chat message (role markers and separators). English prose is
+about four characters a token, but the llama.cpp vocabularies we serve split numbers into
+digits and give JSON's quotes, braces and colons tokens of their own, so JSON (tool specs,
+earlier steps' outputs) is nearer three characters a token and JSON full of numbers (scores,
+dates) below two and a half. Counting four characters a token throughout undercounted such
+prompts by ~40% and overflowed a small model's context; over-counting only leaves some of the
+budget unused. ``tests/agents/test_agents_executor.py`` checks the estimate against the bundled
+model's tokenizer.
 
 When the parts do not fit, the longest flexible part is clipped first (the earliest of equally
 long ones), each down to ``MIN_PART_CHARS`` with a note saying how much was cut; then flexible
@@ -21,13 +27,16 @@ from typing import Any
 from agents._model import ChatMessage
 
 CHARS_PER_TOKEN = 4
+"""Characters a token of letters and spaces (digits and punctuation count one each)."""
 MESSAGE_OVERHEAD = 4
 MIN_PART_CHARS = 80
 
 
 def count_tokens(text: str) -> int:
-    """Approximate tokens of ``text`` (``ceil(chars / 4)``)."""
-    return -(-len(text) // CHARS_PER_TOKEN)
+    """Approximate tokens of ``text``, rather too many than too few: one per digit or
+    punctuation mark, plus ``ceil(other characters / 4)``."""
+    single = sum(1 for c in text if not (c.isalpha() or c.isspace()))
+    return single + -(-(len(text) - single) // CHARS_PER_TOKEN)
 
 
 def message_tokens(messages: Iterable[ChatMessage]) -> int:
@@ -68,6 +77,17 @@ def clip_note(text: str, limit: int) -> str:
     return text[: limit - len(note)] + note
 
 
+def clip_tokens(text: str, budget_tokens: int) -> str:
+    """``text`` cut (with ``clip_note``) to at most ``budget_tokens`` approximate tokens."""
+    limit = len(text)
+    clipped = text
+    while count_tokens(clipped) > max(budget_tokens, 0) and limit > 0:
+        over = count_tokens(clipped) - max(budget_tokens, 0)
+        limit = max(0, min(limit - 1, len(clipped) - over))
+        clipped = clip_note(text, limit)
+    return clipped
+
+
 def fit(parts: Sequence[Part], budget_tokens: int) -> str:
     """Joins ``parts`` with newlines into at most ``budget_tokens`` (approximate) tokens.
 
@@ -75,20 +95,21 @@ def fit(parts: Sequence[Part], budget_tokens: int) -> str:
         parts: In prompt order, oldest flexible parts first.
         budget_tokens: The most tokens the joined text may take.
     """
-    limit = max(budget_tokens, 0) * CHARS_PER_TOKEN
+    limit = max(budget_tokens, 0)
     texts = [p.text for p in parts]
     flexible = [i for i, p in enumerate(parts) if not p.required]
 
     def size() -> int:
-        return len("\n".join(t for t in texts if t))
+        return count_tokens("\n".join(t for t in texts if t))
 
-    # 1. Clip the longest flexible part (the earliest of equal ones) by what is over.
+    # 1. Clip the longest flexible part (the earliest of equal ones) by about what is over.
     while size() > limit:
         candidates = [i for i in flexible if len(texts[i]) > MIN_PART_CHARS]
         if not candidates:
             break
         i = max(candidates, key=lambda j: (len(texts[j]), -j))
-        texts[i] = clip_note(texts[i], max(MIN_PART_CHARS, len(texts[i]) - (size() - limit)))
+        over = (size() - limit) * CHARS_PER_TOKEN
+        texts[i] = clip_note(parts[i].text, max(MIN_PART_CHARS, len(texts[i]) - over))
     # 2. Leave flexible parts out, oldest first, with one note.
     dropped = 0
     for i in flexible:
@@ -102,7 +123,7 @@ def fit(parts: Sequence[Part], budget_tokens: int) -> str:
         note = f"[{dropped} earlier part(s) left out to fit the context]"
         joined = f"{note}\n{joined}" if joined else note
     # 3. Still over: the required parts themselves are cut.
-    return clip_note(joined, limit)
+    return clip_tokens(joined, limit)
 
 
 def fit_messages(messages: list[ChatMessage], budget_tokens: int) -> list[ChatMessage]:
@@ -119,6 +140,7 @@ def fit_messages(messages: list[ChatMessage], budget_tokens: int) -> list[ChatMe
             break
         i = max(candidates, key=lambda j: (len(out[j]["content"]), -j))
         over = (message_tokens(out) - budget_tokens) * CHARS_PER_TOKEN
-        content = out[i]["content"]
-        out[i]["content"] = clip_note(content, max(MIN_PART_CHARS, len(content) - over))
+        # Clip the original again (not the clipped text), so the note gives its real length.
+        limit = max(MIN_PART_CHARS, len(out[i]["content"]) - over)
+        out[i]["content"] = clip_note(messages[i]["content"], limit)
     return out

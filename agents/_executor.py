@@ -2,9 +2,10 @@
 
 A step names its tool. A real tool runs directly on the step's input, mapped to its arguments;
 when the input does not fit (or the reviewer sent the step back) the model is asked once for
-arguments. ``answer`` is the model: when the executor may use tools beyond the calculator, a
-tool-calling loop (OpenAI function calling, at most ``max_tool_turns`` model turns) that the
-model ends by calling ``answer``; otherwise one structured call. Allow-lists, the high-impact
+arguments. ``answer`` is the model: when the step may use tools beyond the calculator (the
+executor's allow-list, narrowed by the step's ``tools`` when it names them), a tool-calling loop
+(OpenAI function calling, at most ``max_tool_turns`` model turns) that the model ends by calling
+``answer``; otherwise (``tools=()`` among them) one structured call. Allow-lists, the high-impact
 rule and argument validation are enforced here and in the registry, outside the model; every
 call, refused ones included, is evidence in the ``StepResult``.
 """
@@ -171,10 +172,14 @@ class Executor:
         if tool != MODEL_TOOL and self._tools.get(tool) is None:
             known = ", ".join([MODEL_TOOL, *self._tools.names()])
             raise AgentError(f"unknown tool {tool!r}; known tools: {known}", code="unknown_tool")
+        allowed = self._allowed
+        if tool == MODEL_TOOL and assigned.step.tools is not None:
+            # The step's own list narrows the allow-list; the registry enforces it.
+            allowed = allowed & frozenset(assigned.step.tools)
         run = _Attempt(
             assigned=assigned,
             model=UsageMeter(self._model),
-            policy=ToolPolicy(self._allowed),
+            policy=ToolPolicy(allowed),
             workspace=workspace_path(self._workspace_root, assigned.task_id),
             agent=self.name,
             namespace=self._namespace,
@@ -219,7 +224,8 @@ class Executor:
         return result.output
 
     def _offered(self, run: _Attempt) -> list[str]:
-        """Tools the model may call in an answer step: allowed, registered, not high-impact."""
+        """Tools the model may call in an answer step: allowed (by the executor and the step's
+        own ``tools``), registered, not high-impact."""
         return [
             name
             for name in self._tools.names()

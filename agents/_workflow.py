@@ -19,6 +19,15 @@ Example::
       - id: shout
         tool: upper
         input: "{{steps.hello}}"
+      - id: sum
+        description: Add up the greetings' lengths
+        input: "How long is {{steps.shout}}?"
+        tools: [calculator]
+
+An ``answer`` step (the model) makes one model call and may call no tool, unless it lists
+``tools:``: then it runs the executor's tool loop offered only those (still within the
+executor's allow-list). Each tool spec costs prompt tokens, so a small model's context stays
+free for the step's input.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -130,6 +140,11 @@ class WorkflowStep(_Model):
     checks: tuple[StepCheck, ...] = Field(
         default=(), max_length=16, description="Deterministic checks of the step's output."
     )
+    tools: tuple[str, ...] | None = Field(
+        default=None,
+        max_length=32,
+        description="Tools the model may call in an 'answer' step (default: none, one call).",
+    )
 
     @field_validator("checks", mode="before")
     @classmethod
@@ -141,6 +156,19 @@ class WorkflowStep(_Model):
             {**c, "value": _as_text(c["value"])} if isinstance(c, dict) and "value" in c else c
             for c in checks
         ]
+
+    @field_validator("tools")
+    @classmethod
+    def _tools_only_for_answers(
+        cls, tools: tuple[str, ...] | None, info: ValidationInfo
+    ) -> tuple[str, ...] | None:
+        tool = info.data.get("tool", MODEL_TOOL)
+        if tools is not None and tool != MODEL_TOOL:
+            raise ValueError(
+                f"only an {MODEL_TOOL!r} step lists tools (what the model may call); tool "
+                f"{tool!r} runs by itself"
+            )
+        return tools
 
     def needs(self) -> tuple[str, ...]:
         """Every step this one waits for: explicit ``depends_on``, then ``{{steps.y}}``."""
@@ -191,8 +219,9 @@ class Workflow(_Model):
             raise WorkflowError(f"{source}: {_describe(exc, data)}") from None
 
     def tool_names(self) -> list[str]:
-        """The tools the steps name (besides ``answer``), sorted."""
-        return sorted({s.tool for s in self.steps} - {MODEL_TOOL})
+        """The tools the steps name or list (besides ``answer``), sorted."""
+        listed = {name for s in self.steps for name in s.tools or ()}
+        return sorted(({s.tool for s in self.steps} | listed) - {MODEL_TOOL})
 
     def check_tools(self, known: Iterable[str]) -> None:
         """Refuses steps whose tool is neither ``answer`` nor in ``known``.
@@ -205,6 +234,12 @@ class Workflow(_Model):
             f"step {s.id!r} field tool: unknown tool {s.tool!r}"
             for s in self.steps
             if s.tool not in names
+        ]
+        unknown += [
+            f"step {s.id!r} field tools: unknown tool {name!r}"
+            for s in self.steps
+            for name in s.tools or ()
+            if name not in names - {MODEL_TOOL}
         ]
         if unknown:
             listed = ", ".join(sorted(names))
@@ -485,5 +520,8 @@ def _render_step(step: WorkflowStep, values: Mapping[str, str]) -> Step:
             "requires_approval": step.approval,
             "checks": [c.model_dump() for c in checks],
             "max_revisions": step.retry.max_revisions if step.retry else None,
+            # A declared answer step just writes, unless it lists tools: offering every tool
+            # would fill a small model's context with specs it does not need.
+            "tools": (step.tools or ()) if step.tool == MODEL_TOOL else None,
         }
     )

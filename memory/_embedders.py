@@ -25,6 +25,18 @@ if TYPE_CHECKING:
 MINILM_NAME = "minilm-l6-v2"
 """The name the serve layer gives the same model, so cached and stored vectors match."""
 MINILM_DIMENSION = 384
+DEFAULT_MAX_CHARS = 400
+"""Longest text embedded, in characters. MiniLM reads at most 256 word pieces (and was trained
+on 128); JSON and numbers take one piece per 1.8 characters or so, so 400 characters stay
+inside its window whatever the text. The vector stands for the start of a longer text; keyword
+(BM25) recall still sees all of it."""
+MIN_MAX_CHARS = 50
+"""The shortest clip tried when an endpoint still finds a text too long."""
+
+
+def clip_for_embedding(texts: Sequence[str], max_chars: int) -> list[str]:
+    """Each text cut to its first ``max_chars`` characters (the part that is embedded)."""
+    return [text[:max_chars] for text in texts]
 
 
 def bundled_minilm_path() -> Path:
@@ -52,6 +64,8 @@ class LocalEmbedder:
         model_name: Name recorded on episodes; use the serve layer's name for the same model.
         dimension: Vector length the model produces.
         batch_size: Texts per forward pass.
+        max_chars: Longest text embedded; a longer one is embedded by its start (as
+            ``OpenAIEmbedder`` does, so both give the same vector for the same text).
     """
 
     def __init__(
@@ -61,7 +75,11 @@ class LocalEmbedder:
         model_name: str = MINILM_NAME,
         dimension: int = MINILM_DIMENSION,
         batch_size: int = 32,
+        max_chars: int = DEFAULT_MAX_CHARS,
     ) -> None:
+        if max_chars < 1:
+            raise ValueError(f"max_chars must be at least 1, got {max_chars}")
+        self._max_chars = max_chars
         self._path = model_path
         self._name = model_name
         self._dimension = dimension
@@ -89,7 +107,11 @@ class LocalEmbedder:
             return np.zeros((0, self._dimension), dtype=np.float32)
         with self._lock:
             model = self._load()
-            vectors = model.encode(list(texts), batch_size=self._batch_size, convert_to_numpy=True)
+            vectors = model.encode(
+                clip_for_embedding(texts, self._max_chars),
+                batch_size=self._batch_size,
+                convert_to_numpy=True,
+            )
         return normalise(vectors)
 
     def _load(self) -> Any:
@@ -128,6 +150,12 @@ class OpenAIEmbedder:
     Then the call fails with ``DeliveryError`` (retryable). A 4xx other than 429 (unknown
     model, bad key) is the user's setup: ``ConfigurationError`` at once.
 
+    Long texts: each text is cut to its first ``max_chars`` characters before it is sent (the
+    vector stands for the start of the text; keyword recall still sees all of it), so an episode
+    longer than the model's window does not fail the memory write. Should the endpoint still
+    answer 400 ``context_length_exceeded``, the call is made again with the texts cut to half
+    that length (down to ``MIN_MAX_CHARS``).
+
     Args:
         base_url: The API root, e.g. ``http://127.0.0.1:8000/v1``.
         model: Model name on that endpoint (the serve layer's is ``minilm-l6-v2``).
@@ -135,6 +163,7 @@ class OpenAIEmbedder:
         api_key: Bearer token; local servers accept any.
         timeout_s: Per-attempt timeout.
         attempts: Tries per call, at least 1.
+        max_chars: Longest text sent; a longer one is embedded by its start.
     """
 
     def __init__(
@@ -146,9 +175,13 @@ class OpenAIEmbedder:
         api_key: str = "unused",
         timeout_s: float = 30.0,
         attempts: int = 3,
+        max_chars: int = DEFAULT_MAX_CHARS,
     ) -> None:
         if attempts < 1:
             raise ValueError(f"attempts must be at least 1, got {attempts}")
+        if max_chars < 1:
+            raise ValueError(f"max_chars must be at least 1, got {max_chars}")
+        self._max_chars = max_chars
         self._base_url = base_url
         self._model_name = model
         self._dimension = dimension
@@ -177,9 +210,23 @@ class OpenAIEmbedder:
         """
         import openai
 
-        batch = list(texts)
-        if not batch:
+        if not texts:
             return np.zeros((0, self._dimension), dtype=np.float32)
+        limit = self._max_chars
+        while True:
+            batch = clip_for_embedding(texts, limit)
+            try:
+                return await self._embed(batch)
+            except openai.BadRequestError as exc:
+                longest = max(len(text) for text in batch)
+                if exc.code != "context_length_exceeded" or longest <= MIN_MAX_CHARS:
+                    raise self._refused(exc) from exc
+                limit = max(MIN_MAX_CHARS, longest // 2)
+
+    async def _embed(self, batch: list[str]) -> np.ndarray:
+        """One request, retried on transient errors; a 400 is raised as the SDK's error."""
+        import openai
+
         transient = (
             openai.APIConnectionError,  # includes APITimeoutError
             openai.RateLimitError,
@@ -201,11 +248,10 @@ class OpenAIEmbedder:
                 f"embeddings endpoint {self._base_url} failed {self._attempts} times: {exc}",
                 retryable=True,
             ) from exc
+        except openai.BadRequestError:
+            raise  # embed() decides: a text too long, or the user's setup
         except openai.APIStatusError as exc:
-            raise ConfigurationError(
-                f"embeddings endpoint {self._base_url} refused model {self._model_name!r}: "
-                f"HTTP {exc.status_code} {exc.message}"
-            ) from exc
+            raise self._refused(exc) from exc
         rows = sorted(response.data, key=lambda item: item.index)
         vectors = np.asarray([row.embedding for row in rows], dtype=np.float32)
         if vectors.shape != (len(batch), self._dimension):
@@ -214,6 +260,12 @@ class OpenAIEmbedder:
                 f"expected ({len(batch)}, {self._dimension}): wrong model or dimension setting"
             )
         return normalise(vectors)
+
+    def _refused(self, exc: Any) -> ConfigurationError:
+        return ConfigurationError(
+            f"embeddings endpoint {self._base_url} refused model {self._model_name!r}: "
+            f"HTTP {exc.status_code} {exc.message}"
+        )
 
     def _get_client(self) -> AsyncOpenAI:
         if self._client is None:

@@ -55,6 +55,12 @@ class Step(Message):
     max_revisions: int | None = Field(
         default=None, ge=0, le=5, description="Overrides the task budget's max_revisions."
     )
+    tools: tuple[str, ...] | None = Field(
+        default=None,
+        max_length=32,
+        description="Tools the model may call in an 'answer' step; None: the executor's "
+        "allow-list; empty: none, the model just writes the answer.",
+    )
 
 
 class Plan(Message):

@@ -1,5 +1,5 @@
-"""The declared plan (search, then a cited answer), the team settings it needs, and reading the
-outcome back as an answer with sources."""
+"""The declared plan (search, answer, cite), the team settings it needs, and reading the outcome
+back as an answer with sources."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agents import TroupeSettings
 from examples.rag.chunks import Chunk
 from examples.rag.citations import CITATION_PATTERN, Source, parse_citations, resolve
+from examples.rag.tools import cite_input
 from protocols import (
     Budget,
     Plan,
@@ -27,23 +28,32 @@ TOOLS_FACTORY = "examples.rag.tools:rag_tools"
 WORKFLOW = "rag"
 SEARCH_STEP = "s1"
 ANSWER_STEP = "s2"
+CITED_STEP = "s3"
 
 
-def rag_plan(question: str, *, predicate: bool = True) -> Plan:
-    """Two steps: ``docs_search`` on the question, then an answer over its passages that the
-    reviewer checks for a citation of a retrieved passage (regex, then the ``cites_retrieved``
-    predicate tool unless ``predicate`` is false: a reviewer that is not given the team's
-    custom tools cannot run it)."""
+def rag_plan(question: str, *, predicate: bool = True, answer_revisions: int = 0) -> Plan:
+    """Three steps: ``docs_search`` on the question; the model's answer over its passages (one
+    call, no tools), which a retrieved passage must support (``supported_by_retrieved``); then
+    ``cite``, which appends the ids of the supporting passages, checked by the reviewer for the
+    citation form (regex) and for citing only retrieved passages (``cites_retrieved``).
+
+    ``predicate=False`` leaves out the predicate-tool checks (for a reviewer that is not given
+    the team's custom tools). ``answer_revisions`` is how often the answer may be sent back: 0
+    by default, because the bundled SmolLM2 as reviewer rejects nearly every answer (right ones
+    included) and each retry, prompted with that feedback, is worse than the first answer. The
+    first answer is then kept (unapproved, in the trace) and ``cite`` decides: an answer that no
+    retrieved passage supports fails the task. Raise it with a model that reviews sensibly.
+    """
     checks = [
         StepCheck(
             kind="regex",
             value=CITATION_PATTERN,
-            message="cite the passage you used: end the answer with its id in brackets, "
-            "copied from the passages, e.g. [install.md#first-start]",
+            message="the answer must end with the [file.md#anchor] id of a retrieved passage",
         )
     ]
     if predicate:
         checks.append(StepCheck(kind="tool", value="cites_retrieved"))
+    grounded = (StepCheck(kind="tool", value="supported_by_retrieved"),) if predicate else ()
     search = Step(
         id=SEARCH_STEP,
         description="Search the documents for passages that answer the question.",
@@ -54,21 +64,29 @@ def rag_plan(question: str, *, predicate: bool = True) -> Plan:
     )
     answer = Step(
         id=ANSWER_STEP,
-        description=(
-            "Answer the question in one or two sentences using only the passages, and end with "
-            "the bracketed id of the passage you used, copied exactly."
-        ),
+        description="Answer the question in one sentence using only the passages.",
         tool="answer",
         input=(
             f"Question: {question}\nPassages:\n{{{{steps.{SEARCH_STEP}}}}}\n"
-            "Answer with the sentence of a passage that answers it, followed by that passage's "
-            "[id]."
+            "Answer with the sentence of a passage that answers the question."
         ),
         depends_on=(SEARCH_STEP,),
-        checks=tuple(checks),
-        max_revisions=2,
+        checks=grounded,
+        max_revisions=answer_revisions,
+        # One model call: tool specs would crowd the passages out of a small model's context.
+        tools=(),
     )
-    return Plan(steps=(search, answer))
+    cited = Step(
+        id=CITED_STEP,
+        description="Cite the retrieved passages that support the answer.",
+        tool="cite",
+        input=cite_input(ANSWER_STEP, SEARCH_STEP),
+        depends_on=(SEARCH_STEP, ANSWER_STEP),
+        checks=tuple(checks),
+        # Deterministic: running it again gives the same result.
+        max_revisions=0,
+    )
+    return Plan(steps=(search, answer, cited))
 
 
 def rag_task(
@@ -80,13 +98,13 @@ def rag_task(
         goal=question,
         plan=rag_plan(question, predicate=predicate),
         workflow=WORKFLOW,
-        budget=budget or Budget(max_steps=2, max_revisions=2, max_replans=0),
+        budget=budget or Budget(max_steps=3, max_revisions=2, max_replans=0),
     )
 
 
 def rag_settings(data_dir: Path, *, overrides: dict[str, Any] | None = None) -> TroupeSettings:
-    """Team settings for the example: the RAG tools, executors limited to ``docs_search``, and
-    state (memory, journal, workspaces, dead letters) under ``data_dir``."""
+    """Team settings for the example: the RAG tools, executors limited to ``docs_search`` and
+    ``cite``, and state (memory, journal, workspaces, dead letters) under ``data_dir``."""
     config: dict[str, Any] = {
         "agents": {
             "executors": 1,
@@ -94,8 +112,8 @@ def rag_settings(data_dir: Path, *, overrides: dict[str, Any] | None = None) -> 
             # Past tasks are no help with the docs; leave the prompt to the passages.
             "recall_episodes": 0,
             "tools": {"custom": [TOOLS_FACTORY]},
-            # cites_retrieved is the reviewer's predicate, not something an answer calls.
-            "executor_tools": ["docs_search"],
+            # The predicates are the reviewer's, not something a step calls.
+            "executor_tools": ["docs_search", "cite"],
             "workspace_dir": str(data_dir / "workspaces"),
         },
         "memory": {"data_dir": str(data_dir / "memory"), "actor_name": "troupe-memory-rag"},
@@ -116,7 +134,7 @@ class RagAnswer(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     completed: bool = Field(description="Whether the task completed.")
-    answer: str = Field(description="The answer step's output (the one the reviewer checked).")
+    answer: str = Field(description="The cited answer (the cite step's output, checked).")
     final_answer: str = Field(default="", description="The task's final answer.")
     retrieved: list[str] = Field(description="Citation ids the search step returned.")
     sources: list[Source] = Field(description="Citations of the answer, resolved to files.")
@@ -133,7 +151,7 @@ def rag_answer(
 ) -> RagAnswer:
     """The outcome read as an answer with sources (citations resolved against ``chunks``)."""
     outputs = {record.step.id: record.output for record in outcome.steps}
-    answer = outputs.get(ANSWER_STEP, "")
+    answer = outputs.get(CITED_STEP, "")
     return RagAnswer(
         completed=isinstance(outcome, TaskCompleted),
         answer=answer,

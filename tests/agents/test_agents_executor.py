@@ -243,6 +243,44 @@ def test_answer_steps_without_tools_beyond_the_calculator_make_one_call(
     model.assert_complete()
 
 
+def test_a_step_with_an_empty_tool_list_is_one_call_without_tool_specs(tmp_path: Path) -> None:
+    record = RecordingTool()
+    model = ScriptedModelClient(("step_answer", {"answer": "Dear Ana, ..."}))
+    step = Step(id="s1", description="write", tool="answer", input="write to Ana", tools=())
+    result = _run(
+        _executor(model, tmp_path, record), StepAssigned(task_id="t1", goal="g", step=step)
+    )
+    assert (result.ok, result.output) == (True, "Dear Ana, ...")
+    assert model.requests[0].tools == () and record.calls == []
+    assert result.usage.templates == (_version("executor"),)
+    model.assert_complete()
+
+
+def test_a_step_tool_list_narrows_what_the_model_is_offered(tmp_path: Path) -> None:
+    model = ScriptedModelClient(
+        ("step_tools", tool_calls(("record", {"note": "x"}))),
+        ("step_tools", tool_calls(("answer", {"answer": "noted"}))),
+    )
+    step = Step(id="s1", description="note", tool="answer", input="note x", tools=("record",))
+    executor = _executor(model, tmp_path, RecordingTool(), RecordingTool("other"))
+    result = _run(executor, StepAssigned(task_id="t1", goal="g", step=step))
+    assert result.ok and result.output == "noted"
+    assert [s["function"]["name"] for s in model.requests[0].tools] == ["record", "answer"]
+    # a tool the step does not list is refused even if the model calls it anyway
+    blocked = ScriptedModelClient(
+        ("step_tools", tool_calls(("other", {"note": "y"}))),
+        ("step_tools", tool_calls(("answer", {"answer": "done"}))),
+    )
+    other = RecordingTool("other")
+    result = _run(
+        _executor(blocked, tmp_path, RecordingTool(), other),
+        StepAssigned(task_id="t1", goal="g", step=step),
+    )
+    assert other.calls == [] and not result.tool_calls[0].ok
+    model.assert_complete()
+    blocked.assert_complete()
+
+
 # -- tool steps, idempotency, workspace ---------------------------------------------------------
 
 
@@ -428,10 +466,42 @@ def test_fit_clips_the_longest_flexible_part_first_and_never_exceeds() -> None:
     assert "chars, clipped]" in text and "Result of s2: short" in text
     assert text.endswith("Step: add")
     # under a tight budget whole parts go, oldest first, and a note says so
-    tight = fit(parts, 20)
-    assert count_tokens(tight) <= 20 and "left out to fit the context" in tight
+    tight = fit(parts, 28)
+    assert count_tokens(tight) <= 28 and "left out to fit the context" in tight
+    assert "aaa" not in tight  # the oldest flexible part went first
     # nothing to clip: unchanged
     assert fit(parts[:1], 100) == "Goal: add things"
+
+
+def test_the_token_estimate_does_not_undercount_the_bundled_tokenizer() -> None:
+    """JSON (tool specs, earlier steps' outputs) and numbers tokenize far worse than prose;
+    the estimate must still be an upper bound, or a fitted prompt overflows the context."""
+    from llama_cpp import Llama
+
+    from serve._engine import bundled_model_path
+
+    vocab = Llama(str(bundled_model_path()), vocab_only=True, verbose=False)
+    ranking = [
+        {"name": "Ana Lima", "score": 0.8123, "skills": ["python", "ray"], "must_have": True},
+        {"name": "Ben Okafor", "score": 0.7731, "skills": ["python", "kubernetes"]},
+    ]
+    slots = {"slots": [{"candidate": "Ana Lima", "start": "2026-12-01T10:00"}]}
+    texts = {
+        "tool specs": json.dumps(tool_registry(TroupeSettings()).function_specs()),
+        "scores": json.dumps({"ranking": ranking}),
+        "dates": json.dumps(slots, indent=2),
+        "prose": "Kestrel keeps the last 14 daily snapshots and 8 weekly ones; older snapshots "
+        "are pruned every night after the backup finishes.",
+    }
+    undercounted_by_chars_over_4 = []
+    for name, text in texts.items():
+        actual = len(vocab.tokenize(text.encode(), add_bos=False))
+        assert actual <= count_tokens(text), (name, actual, count_tokens(text))
+        assert count_tokens(text) <= 2 * actual, name  # conservative, not useless
+        if -(-len(text) // 4) < actual:
+            undercounted_by_chars_over_4.append(name)
+    # the old estimate (chars / 4) undercounted these
+    assert {"scores", "dates"} <= set(undercounted_by_chars_over_4)
 
 
 def test_fit_messages_shortens_old_tool_results_within_the_budget() -> None:

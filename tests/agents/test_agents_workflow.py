@@ -113,6 +113,30 @@ def test_a_workflow_can_be_built_in_python() -> None:
     assert workflow.task().goal == "Run workflow w"
 
 
+def test_answer_steps_call_no_tool_unless_they_list_some(tmp_path: Path) -> None:
+    workflow = _load(
+        tmp_path,
+        """
+        name: w
+        steps:
+          - {id: write, description: Write it}
+          - {id: sum, description: Add it up, input: "1 + 2", tools: [calculator]}
+          - {id: count, description: Count, tool: calculator, input: "{{steps.write}}"}
+        """,
+    )
+    assert workflow.tool_names() == ["calculator"]
+    task = workflow.task()
+    assert task.plan is not None
+    write, total, count = task.plan.steps
+    assert write.tools == ()  # one model call, no tool specs in the prompt
+    assert total.tools == ("calculator",)
+    assert count.tools is None  # a tool step runs its own tool
+    with pytest.raises(WorkflowError, match="step 'sum' field tools: unknown tool 'calculatr'"):
+        Workflow.from_data(
+            _data(steps=[{"id": "sum", "description": "d", "tools": ["calculatr"]}])
+        ).check_tools(["calculator"])
+
+
 def test_tool_names_are_checked_against_a_registry(tmp_path: Path) -> None:
     workflow = _load(tmp_path, GREET)
     assert workflow.tool_names() == ["calculator", "mailer"]
@@ -200,6 +224,10 @@ LOAD_ERRORS: list[tuple[str, str]] = [
     (
         "name: w\ninputs: {x: {default: a, required: true}}\nsteps:\n  - {id: a, description: d}\n",
         "field inputs.x: an input with a default is not required",
+    ),
+    (
+        "name: w\nsteps:\n  - {id: a, description: d, tool: mailer, tools: [calculator]}\n",
+        "step 'a' (steps[0]) field tools: only an 'answer' step lists tools",
     ),
     ("name: w\nsteps: []\n", "field steps: Tuple should have at least 1 item"),
     ("name: 'no spaces'\nsteps:\n  - {id: a, description: d}\n", "field name: String should"),

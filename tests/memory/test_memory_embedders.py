@@ -199,3 +199,50 @@ def test_openai_embedder_client_errors_are_configuration_errors(
     assert len(server.requests) == 1  # not retried
     with pytest.raises(ConfigurationError, match=r"shape \(1, 8\), expected \(1, 4\)"):
         run(embedder.embed(["a"]))
+
+
+def test_long_texts_are_embedded_by_their_start(
+    stub: Callable[[list[Responder]], _Stub],
+) -> None:
+    server = stub([ok()])
+    embedder = OpenAIEmbedder(server.url, dimension=4, max_chars=10)
+    run(embedder.embed(["short", "x" * 10 + " and a long tail that MiniLM could not take"]))
+    assert server.requests[0]["input"] == ["short", "x" * 10]
+
+
+def test_a_text_the_endpoint_still_finds_too_long_is_sent_again_shorter(
+    stub: Callable[[list[Responder]], _Stub],
+) -> None:
+    def window(limit: int) -> Responder:
+        """Like the serve app: a 400 naming the input over the model's window."""
+
+        def answer(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+            long = [i for i, text in enumerate(body["input"]) if len(text) > limit]
+            if long:
+                error = {
+                    "message": f"input[{long[0]}] has 467 tokens",
+                    "type": "invalid_request_error",
+                    "param": "input",
+                    "code": "context_length_exceeded",
+                }
+                return 400, {"error": error}
+            return ok()(body)
+
+        return answer
+
+    server = stub([window(150)] * 3)
+    vectors = run(OpenAIEmbedder(server.url, dimension=4).embed(["a", "{" * 1000]))
+    assert vectors.shape == (2, 4)
+    assert [len(r["input"][1]) for r in server.requests] == [400, 200, 100]
+    # any other 400 is the user's setup, at once
+    other = stub([fail(400)])
+    with pytest.raises(ConfigurationError, match="HTTP 400"):
+        run(OpenAIEmbedder(other.url, dimension=4).embed(["a"]))
+    assert len(other.requests) == 1
+
+
+def test_the_local_minilm_clips_like_the_endpoint(minilm: LocalEmbedder) -> None:
+    head = "the nightly backup keeps fourteen daily snapshots " * 10
+    assert len(head) > 400
+    long, short = run(minilm.embed([head + "banana bread recipe " * 50, head[:400]]))
+    assert np.allclose(long, short, atol=1e-5)
