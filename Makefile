@@ -53,6 +53,7 @@ bench: $(STAMP_DEV)
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/orchestration.py
+	$(BIN)/python bench/durability.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -112,10 +112,17 @@ def test_a_failing_check_sends_the_result_back_with_concrete_feedback(
 
 
 @pytest.mark.parametrize(("the_check", "output"), PASSING)
-def test_a_passing_check_leaves_the_decision_to_rules_and_model(
+def test_passing_every_declared_check_approves_without_asking_the_model(
     the_check: StepCheck, output: str
 ) -> None:
-    verdict = _approving(_request(output, the_check))
+    verdict = _review(_request(output, the_check))
+    assert (verdict.decision, verdict.checked_by) == ("approve", "rule")
+    assert verdict.feedback == "passed its 1 declared check(s)"
+    assert verdict.usage.model_calls == 0
+
+
+def test_a_step_without_checks_is_still_judged_by_the_model() -> None:
+    verdict = _approving(_request("a fine message"))
     assert (verdict.decision, verdict.checked_by) == ("approve", "model")
 
 
@@ -288,7 +295,7 @@ def test_a_predicate_tool_gets_the_output_step_input_and_dependency_outputs() ->
         step_input="write to the candidate",
         inputs={"pick": "Ana Lima"},
     )
-    assert _approving(request, tools=tools).decision == "approve"
+    assert _review(request, tools=tools).decision == "approve"
     assert tool.seen[0].output == "Dear Ana Lima, ..."
     assert tool.seen[0].input == "write to the candidate"
     assert tool.seen[0].inputs == {"pick": "Ana Lima"}
@@ -299,7 +306,7 @@ def test_a_predicate_tool_gets_the_output_step_input_and_dependency_outputs() ->
 
 def test_a_predicate_taking_only_the_output_gets_only_the_output() -> None:
     tools = ToolRegistry([ShortTool()])
-    assert _approving(_request("tiny", check("tool", "short")), tools=tools).decision == "approve"
+    assert _review(_request("tiny", check("tool", "short")), tools=tools).decision == "approve"
     verdict = _review(_request("much too long", check("tool", "short")), tools=tools)
     assert verdict.feedback == "too long for short"
 
@@ -378,7 +385,7 @@ def test_the_placeholder_detector_leaves_real_text_alone(text: str) -> None:
 
 
 def test_a_model_review_reports_its_usage() -> None:
-    verdict = _approving(_request("a fine message", check("min_chars", "3")))
+    verdict = _approving(_request("a fine message"))
     reply = json.dumps({"decision": "approve", "feedback": "good"})
     assert verdict.usage.model_calls == 1
     assert verdict.usage.prompt_tokens == 10  # what the scripted client reports
