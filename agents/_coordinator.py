@@ -561,7 +561,27 @@ class Coordinator:
                 await asyncio.gather(*running, return_exceptions=True)
 
     async def _finish(self, run: _Run, plan: Plan) -> StepRecord:
-        """The final answer: one more model step over every step's result, reviewed too."""
+        """The final answer: one more model step over every step's result, reviewed too.
+
+        A declared workflow's answer is what its last steps produced (its author said what
+        the result is); no model rewrites it.
+        """
+        if run.task.workflow is not None:
+            sinks = [run.records[s.id] for s in plan.sinks()]
+            output = "\n\n".join(r.output for r in sinks)
+            step = Step(
+                id=FINAL_STEP,
+                description=f"The result of workflow {run.task.workflow or 'declared plan'}",
+                tool="workflow",
+                depends_on=tuple(r.step.id for r in sinks),
+            )
+            return StepRecord(
+                step=step,
+                output=output,
+                decision="approve",
+                feedback="the workflow's last step(s)",
+                approved=all(r.approved for r in sinks),
+            )
         final = Step(
             id=FINAL_STEP,
             description=f"Write the final answer to the goal: {clip(run.task.goal, 400)}",

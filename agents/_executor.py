@@ -241,6 +241,7 @@ class Executor:
             user=await self._user(run, facts, reserved=count_tokens(prompt.render())),
             schema=object_schema({"answer": text_field(self._max_chars, min_chars=1)}),
             name="step_answer",
+            **_revision_sampling(run.assigned.attempt),
         )
         answer = str(data.get("answer", "")).strip()
         return run.result(answer, ok=bool(answer))
@@ -502,3 +503,12 @@ def _text_answer(content: str) -> str:
     """A final answer given as text instead of an ``answer`` call (servers without
     ``tool_choice=required``): JSON ``{"answer": ...}`` or the text itself."""
     return _answer_argument(content) or content.strip()
+
+
+def _revision_sampling(attempt: int) -> dict[str, Any]:
+    """Greedy decoding for a first attempt; a revision samples (temperature 0.7, seeded by the
+    attempt number, so a replay or a re-sent attempt draws the same text). Greedy decoding of a
+    small model often repeats the refused answer word for word, feedback or not."""
+    if attempt <= 1:
+        return {}
+    return {"temperature": 0.7, "seed": attempt}

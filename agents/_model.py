@@ -87,6 +87,8 @@ class ModelRequest:
     schema: dict[str, Any] | None = None
     schema_name: str = "output"
     temperature: float = 0.0
+    seed: int | None = None
+    """Sampling seed for this call (None: the endpoint's)."""
     template: str = ""
     """Name@hash of the prompt template that produced the messages, for the trace."""
     tools: tuple[dict[str, Any], ...] = ()
@@ -199,7 +201,7 @@ class OpenAIModelClient:
             messages=list(request.messages),  # type: ignore[arg-type]
             max_tokens=request.max_tokens,
             temperature=request.temperature,
-            seed=self._endpoint.seed,
+            seed=self._endpoint.seed if request.seed is None else request.seed,
             **kwargs,
         )
         choice = response.choices[0]

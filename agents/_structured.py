@@ -36,10 +36,13 @@ async def ask_json(
     user: str,
     schema: dict[str, Any],
     name: str,
+    temperature: float = 0.0,
+    seed: int | None = None,
 ) -> tuple[dict[str, Any], ModelReply]:
     """One constrained model call; returns the parsed object and the raw reply.
 
     ``max_tokens`` is the schema's own bound, so a valid document is never cut short.
+    ``temperature`` and ``seed`` default to greedy decoding with the endpoint's seed.
 
     Raises:
         AgentError: (retryable) when the output is not a JSON object.
@@ -55,6 +58,8 @@ async def ask_json(
             schema=schema,
             schema_name=name,
             template=prompt.version,
+            temperature=temperature,
+            seed=seed,
         )
     )
     try:

@@ -7,6 +7,11 @@ private local Ray, deletes its app and stops only that Ray. Prints one JSON obje
 line. The raw side runs while the Serve replicas sit idle, so the two never share the cores.
 
     .venv/bin/python bench/serve.py [--threads 1] [--requests 6] [--max-tokens 32]
+        [--colocate auto|yes|no]
+
+`--colocate` picks where the models run: `auto` is the app's default (in the ingress replica,
+as both models have one fixed CPU replica), `no` gives each model a deployment of its own (one
+replica hop more per request).
 
 `overhead_ms_p50` compares the timed requests; `overhead_ms_p50_1_token` compares 30 requests of
 one completion token each, which isolates the per-request cost of the Serve path.
@@ -159,12 +164,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp and torch threads")
     parser.add_argument("--requests", type=int, default=6, help="sequential requests to time")
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument(
+        "--colocate",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="models in the ingress replica (yes), in deployments of their own (no), or default",
+    )
     args = parser.parse_args()
+    colocate = {"auto": None, "yes": True, "no": False}[args.colocate]
 
     chat_model = LlamaCppSettings(
-        n_threads=args.threads, num_cpus=1.0, n_ctx=2048, max_ongoing_requests=32
+        n_threads=args.threads,
+        num_cpus=1.0,
+        n_ctx=2048,
+        max_ongoing_requests=32,
+        colocate=colocate,
     )
-    embed_model = SentenceTransformersSettings(n_threads=args.threads, num_cpus=0.25)
+    embed_model = SentenceTransformersSettings(
+        n_threads=args.threads, num_cpus=0.25, colocate=colocate
+    )
     settings = ServeSettings(
         port=_free_port(), app_name="troupe-models-bench", models=[chat_model, embed_model]
     )
@@ -193,6 +211,7 @@ def main() -> None:
         "bench": "serve",
         "threads": args.threads,
         "max_tokens": args.max_tokens,
+        "colocated": [chat_model.colocated, embed_model.colocated],
         "completion_tokens_raw": raw["tokens"],
         "completion_tokens_serve": [n for _, n in runs],
         "raw_tokens_s": round(raw["tokens_s"], 1),

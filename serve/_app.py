@@ -1,11 +1,14 @@
-"""Ray Serve wiring: one deployment per model behind a FastAPI ingress deployment.
+"""Ray Serve wiring: a FastAPI ingress deployment, hosting some engines, routing to the rest.
 
 ```
-HTTP ─▶ proxy ─▶ OpenAIIngress (FastAPI, fractional CPU) ─handle─▶ model-<name> (engine) x N
+HTTP ─▶ proxy ─▶ OpenAIIngress (FastAPI) ─┬─ colocated engines (in the ingress replica)
+                                          └─handle─▶ model-<name> (engine) x N
 ```
 
-The ingress only validates, authenticates and routes; each model deployment owns its engine,
-its resources and its own scaling. Errors come back from model replicas as ``APIErrorReport``
+The ingress validates, authenticates and routes. A model with one fixed replica on CPU (the
+laptop default) runs in the ingress replica itself (``colocate``), which saves a replica hop per
+request; a model that autoscales, spreads over nodes or uses GPUs gets a deployment of its own
+with its own resources and scaling. Errors come back from model replicas as ``APIErrorReport``
 values, so a 400 raised in a replica is still a 400 at the edge.
 """
 
@@ -27,7 +30,8 @@ from ray.serve.exceptions import (
 )
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
-from serve._api import create_app
+from serve._api import ModelBackend, create_app
+from serve._colocated import ColocatedBackend, ReportingMethods, RoutingBackend
 from serve._embedding_types import EmbeddingRequest, EmbeddingResponse
 from serve._engine import Engine, create_engine
 from serve._errors import APIError, APIErrorReport, EngineFailedError, ModelUnavailableError
@@ -67,8 +71,10 @@ _UNAVAILABLE = (
 )
 
 
-class ModelDeployment:
+class ModelDeployment(ReportingMethods):
     """A Serve deployment that owns one engine (``build_app`` turns it into one per model).
+
+    ``chat``, ``embed`` and ``chat_stream`` (from ``ReportingMethods``) answer handle calls.
 
     Args:
         settings: The model to load; options such as replicas come from ``build_app``.
@@ -76,30 +82,7 @@ class ModelDeployment:
 
     def __init__(self, settings: ModelSettings) -> None:
         self._engine: Engine = create_engine(settings)
-
-    async def chat(self, request: ChatCompletionRequest) -> ChatCompletionResponse | APIErrorReport:
-        """Answers one request; API errors are returned as values, not raised across Ray."""
-        try:
-            return await self._engine.chat(request)
-        except APIError as error:
-            return error.to_report()
-
-    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse | APIErrorReport:
-        """Embeds one request's texts; API errors are returned as values."""
-        try:
-            return await self._engine.embed(request)
-        except APIError as error:
-            return error.to_report()
-
-    async def chat_stream(
-        self, request: ChatCompletionRequest
-    ) -> AsyncIterator[ChatCompletionChunk | APIErrorReport]:
-        """Streams one reply; an API error ends the stream as a report value."""
-        try:
-            async for chunk in self._engine.chat_stream(request):
-                yield chunk
-        except APIError as error:
-            yield error.to_report()
+        self._serving = self._engine
 
     def health(self) -> APIErrorReport | None:
         """None when the engine can serve, else why not (for the ingress's ``GET /health``)."""
@@ -189,23 +172,47 @@ def _replica_errors(model: str) -> Iterator[None]:
 
 
 @serve.ingress()
-class OpenAIIngress:
-    """The HTTP ingress: the OpenAI-compatible FastAPI app over model deployment handles.
+class OpenAIIngress(ReportingMethods):
+    """The HTTP ingress: the OpenAI-compatible FastAPI app over colocated engines and handles.
+
+    Besides HTTP it answers handle calls (``chat``, ``embed``, ``chat_stream``, ``health``) the
+    way a model deployment does, so ``HandleClient`` reaches colocated models through it.
 
     Args:
-        handles: Deployment handle of each model, by model id.
+        models: Every configured model, in configuration order; the colocated ones load here.
+        handles: Deployment handle of each model that is not colocated, by model id.
         api_keys: Bearer tokens accepted on ``/v1/*``; empty means no authentication.
-        fallbacks: For each model id, the models tried next when it fails.
     """
 
     def __init__(
         self,
+        models: Sequence[ModelSettings],
         handles: Mapping[str, DeploymentHandle],
         api_keys: Sequence[str],
-        fallbacks: Mapping[str, Sequence[str]],
     ) -> None:
-        self._backend = FallbackBackend(HandleBackend(handles), fallbacks)
+        self._local = ColocatedBackend(
+            [create_engine(model) for model in models if model.name not in handles]
+        )
+        remote = HandleBackend(handles)
+        routes: dict[str, ModelBackend] = {
+            model.name: remote if model.name in handles else self._local for model in models
+        }
+        self._serving = RoutingBackend(routes)
+        fallbacks = {model.name: model.fallbacks for model in models}
+        self._backend = FallbackBackend(self._serving, fallbacks)
         self._api_keys = list(api_keys)
+
+    async def health(self) -> APIErrorReport | None:
+        """None when the colocated engines can serve, else why not (``HandleClient`` asks)."""
+        try:
+            await self._local.check_health()
+        except APIError as error:
+            return error.to_report()
+        return None
+
+    async def check_health(self) -> None:
+        """Serve's periodic health check: a broken colocated engine gets the replica replaced."""
+        await self._local.check_health()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         # Serve calls this after __init__ on the replica, so the app closes over live handles.
@@ -227,28 +234,41 @@ def build_app(settings: ServeSettings) -> serve.Application:
     for model in settings.models:
         if isinstance(model, VllmSettings):
             require_vllm(model)
-    handles = {model.name: _model_app(model) for model in settings.models}
-    ingress = serve.deployment(
-        name=INGRESS_DEPLOYMENT,
-        num_replicas=1,
-        ray_actor_options={
-            "num_cpus": settings.ingress_num_cpus,
-            "runtime_env": {"env_vars": dict(REPLICA_ENV)},
-        },
-        max_ongoing_requests=settings.ingress_max_ongoing_requests,
-    )(OpenAIIngress)
-    fallbacks = {model.name: model.fallbacks for model in settings.models}
-    return ingress.bind(handles, settings.api_keys, fallbacks)
+    handles = {model.name: _model_app(model) for model in settings.models if not model.colocated}
+    ingress = serve.deployment(**ingress_deployment_options(settings))(OpenAIIngress)
+    return ingress.bind(settings.models, handles, settings.api_keys)
 
 
 def _model_app(model: ModelSettings) -> serve.Application:
     return serve.deployment(**model_deployment_options(model))(ModelDeployment).bind(model)
 
 
+def ingress_deployment_options(settings: ServeSettings) -> dict[str, Any]:
+    """Serve deployment options of the ingress: its own share plus its colocated models'."""
+    colocated = [model for model in settings.models if model.colocated]
+    env_vars = dict(REPLICA_ENV)
+    if any(_loads_hub_weights(model) for model in colocated):
+        env_vars.update(OFFLINE_ENV)
+    return {
+        "name": INGRESS_DEPLOYMENT,
+        "num_replicas": 1,
+        "ray_actor_options": {
+            "num_cpus": settings.ingress_num_cpus + sum(model.num_cpus for model in colocated),
+            "num_gpus": sum(model.num_gpus for model in colocated),
+            "runtime_env": {"env_vars": env_vars},
+        },
+        "max_ongoing_requests": settings.ingress_max_ongoing_requests,
+    }
+
+
+def _loads_hub_weights(model: ModelSettings) -> bool:
+    return isinstance(model, SentenceTransformersSettings | TransformersSettings | VllmSettings)
+
+
 def model_deployment_options(model: ModelSettings) -> dict[str, Any]:
     """Serve deployment options for ``model``: resources, concurrency, replicas or autoscaling."""
     env_vars = dict(REPLICA_ENV)
-    if isinstance(model, SentenceTransformersSettings | TransformersSettings | VllmSettings):
+    if _loads_hub_weights(model):
         # Weights come from a local directory; a hub lookup would hang on an offline machine.
         env_vars.update(OFFLINE_ENV)
     actor_options: dict[str, Any] = {

@@ -4,8 +4,9 @@
 client and returns the same ``openai`` types (``ChatCompletion``, an async stream of
 ``ChatCompletionChunk``, ``CreateEmbeddingResponse``); errors are the same ``openai`` exceptions
 (``BadRequestError`` naming the field, ``NotFoundError``, ``InternalServerError``...). Requests go
-from the caller's process straight to the model replicas through ``DeploymentHandle`` calls: no
-HTTP proxy, no ingress replica. Validation and fallbacks are the ones the HTTP app uses. Bearer
+from the caller's process straight to the replica that runs the model through ``DeploymentHandle``
+calls (its model deployment, or the ingress replica for a colocated model): no HTTP proxy.
+Validation and fallbacks are the ones the HTTP app uses. Bearer
 keys do not apply: a caller inside the cluster can reach the replicas anyway.
 
 No retries here, like the HTTP client agents use with ``max_retries=0``: the caller's retry layer
@@ -65,11 +66,15 @@ class HandleClient:
         if backend is None:
             from ray import serve
 
-            from serve._app import HandleBackend
+            from serve._app import INGRESS_DEPLOYMENT, HandleBackend
             from serve._fallback import FallbackBackend
 
+            # A colocated model is served by the ingress replica, which answers the same calls.
             handles = {
-                model.name: serve.get_deployment_handle(model.deployment_name, settings.app_name)
+                model.name: serve.get_deployment_handle(
+                    INGRESS_DEPLOYMENT if model.colocated else model.deployment_name,
+                    settings.app_name,
+                )
                 for model in settings.models
             }
             fallbacks = {model.name: model.fallbacks for model in settings.models}

@@ -57,7 +57,7 @@ def test_the_hiring_workflow_runs_to_slots_after_a_human_approves(
     finally:
         team.stop()
 
-    assert isinstance(outcome, TaskCompleted), outcome
+    assert isinstance(outcome, TaskCompleted), getattr(outcome, "reason", outcome)
     records = {r.step.id: r for r in outcome.steps}
     picked = [records["pick_1"].output.split(",")[0], records["pick_2"].output.split(",")[0]]
     assert picked == ["Ana Lima", "Ben Okafor"]

@@ -292,3 +292,43 @@ def test_api_key_env_is_read_at_the_edge() -> None:
     assert model.api_key == "sk-123"
     with pytest.raises(ConfigurationError, match="K, which is not set"):
         settings.with_secrets({})
+
+
+def test_one_fixed_cpu_replica_is_colocated_by_default() -> None:
+    assert LlamaCppSettings().colocated
+    assert SentenceTransformersSettings().colocated
+    # What scales or needs a GPU keeps a deployment of its own.
+    assert not LlamaCppSettings(max_replicas=3).colocated
+    assert not LlamaCppSettings(min_replicas=0).colocated
+    assert not LlamaCppSettings(num_gpus=1).colocated
+    assert not VllmSettings(name="v", path="/m").colocated
+    # An explicit choice wins.
+    assert not LlamaCppSettings(colocate=False).colocated
+    assert LlamaCppSettings(num_gpus=1, colocate=True).colocated
+
+
+def test_colocate_needs_one_fixed_replica() -> None:
+    with pytest.raises(ValidationError, match="colocate: true .* min_replicas = max_replicas = 1"):
+        LlamaCppSettings(colocate=True, max_replicas=2)
+
+
+def test_ingress_reserves_what_its_colocated_models_need() -> None:
+    from serve._app import OFFLINE_ENV, REPLICA_ENV, ingress_deployment_options
+
+    settings = ServeSettings(
+        ingress_num_cpus=0.1,
+        models=[
+            LlamaCppSettings(num_cpus=1.0),
+            SentenceTransformersSettings(num_cpus=0.25),
+            LlamaCppSettings(name="big", num_cpus=4, num_gpus=1),
+        ],
+    )
+
+    options = ingress_deployment_options(settings)
+
+    actor = options["ray_actor_options"]
+    assert actor["num_cpus"] == pytest.approx(1.35)
+    assert actor["num_gpus"] == 0
+    assert actor["runtime_env"]["env_vars"] == {**REPLICA_ENV, **OFFLINE_ENV}
+    assert options["num_replicas"] == 1
+    assert options["max_ongoing_requests"] == settings.ingress_max_ongoing_requests
