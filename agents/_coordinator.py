@@ -567,20 +567,20 @@ class Coordinator:
         the result is); no model rewrites it.
         """
         if run.task.workflow is not None:
-            sinks = [run.records[s.id] for s in plan.sinks()]
-            output = "\n\n".join(r.output for r in sinks)
+            last = [run.records[s.id] for s in plan.sinks()]
+            output = "\n\n".join(r.output for r in last)
             step = Step(
                 id=FINAL_STEP,
                 description=f"The result of workflow {run.task.workflow or 'declared plan'}",
                 tool="workflow",
-                depends_on=tuple(r.step.id for r in sinks),
+                depends_on=tuple(r.step.id for r in last),
             )
             return StepRecord(
                 step=step,
                 output=output,
                 decision="approve",
                 feedback="the workflow's last step(s)",
-                approved=all(r.approved for r in sinks),
+                approved=all(r.approved for r in last),
             )
         final = Step(
             id=FINAL_STEP,
