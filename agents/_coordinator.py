@@ -851,7 +851,7 @@ class Coordinator:
             envelope = Envelope.wrap(
                 payload, sender=self.name, topic=topic, causation_id=run.root_id
             ).model_copy(update={"attempt": attempt})
-            self._write(run, [(d.type, d) for d in before])
+            self._write(run, [(d.type, d) for d in before], sync=False)
             self._trace(run, envelope)
             try:
                 reply = await self._bus.request(envelope, timeout=self._timeout)
@@ -929,10 +929,14 @@ class Coordinator:
 
     # -- journal and state -------------------------------------------------------------------
 
-    def _write(self, run: _Run, items: list[tuple[str, JournalPayload]]) -> None:
+    def _write(
+        self, run: _Run, items: list[tuple[str, JournalPayload]], *, sync: bool = True
+    ) -> None:
+        """Journals entries. ``sync=False`` for what recovery re-derives anyway (a dispatch,
+        a non-terminal state): no fsync of its own, synced by the next write."""
         if self._journal is None or not run.live or not items or self._closing:
             return
-        for entry in self._journal.append_many(run.task_id, items):
+        for entry in self._journal.append_many(run.task_id, items, sync=sync):
             run.written.add(entry.seq)
             if isinstance(entry.payload, StateChanged):
                 run.status = entry.payload.to
@@ -955,6 +959,16 @@ class Coordinator:
             self._change(run, target)
 
     def _change(self, run: _Run, target: TaskStatus, reason: str = "") -> None:
+        items = self._transition(run, target, reason)
+        if self._journal is None or not run.live:
+            run.status = target
+            return
+        self._write(run, items, sync=False)  # re-derived by recovery; the next reply syncs it
+
+    def _transition(
+        self, run: _Run, target: TaskStatus, reason: str = ""
+    ) -> list[tuple[str, JournalPayload]]:
+        """The state.changed entries from the journaled state to ``target``."""
         path: list[TaskStatus] = [target]
         if run.status == "submitted" and target not in ("planning", "failed", "cancelled"):
             path = ["planning", target]
@@ -964,10 +978,7 @@ class Coordinator:
         for to in path:
             change = StateChanged(to=to, reason=clip(reason, 2000) if to == target else "")
             items.append((change.type, change))
-        if self._journal is None or not run.live:
-            run.status = target
-            return
-        self._write(run, items)
+        return items
 
     def _abandon(self, run: _Run, step_id: str, attempt: int) -> None:
         if self._closing:
@@ -991,8 +1002,8 @@ class Coordinator:
             target = "cancelled" if outcome.cancelled else "failed"
         envelope = self._envelope(run, outcome, Topics.TASK_EVENTS)
         if self._journal is not None and run.live:
-            self._write(run, [(outcome.type, envelope)])
-            self._change(run, target, outcome.reason if isinstance(outcome, TaskFailed) else "")
+            reason = outcome.reason if isinstance(outcome, TaskFailed) else ""
+            self._write(run, [(outcome.type, envelope), *self._transition(run, target, reason)])
         run.status = target
         self._finished += 1
         if self._retention is not None and self._finished % self._compact_every == 0:

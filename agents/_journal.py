@@ -113,9 +113,10 @@ class Journal(Protocol):
         ...
 
     def append_many(
-        self, task_id: str, items: Sequence[tuple[str, JournalPayload]]
+        self, task_id: str, items: Sequence[tuple[str, JournalPayload]], *, sync: bool = True
     ) -> list[JournalEntry]:
-        """Writes consecutive entries atomically (all or none), durable when this returns."""
+        """Writes consecutive entries atomically (all or none); durable when this returns
+        unless ``sync`` is False (then from the next synced write on)."""
         ...
 
     def entries(self, task_id: str, *, after_seq: int = 0) -> list[JournalEntry]:
@@ -189,15 +190,22 @@ class SqliteJournal:
             yield self._db
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, sync: bool = True) -> Iterator[sqlite3.Connection]:
+        lazy = not sync and self._config.synchronous == "FULL"
         with self._use() as db:
-            db.execute("BEGIN IMMEDIATE")
+            if lazy:  # WAL + NORMAL: no fsync now; the next FULL commit syncs this one too
+                db.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            finally:
+                if lazy:
+                    db.execute("PRAGMA synchronous=FULL")
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -212,10 +220,15 @@ class SqliteJournal:
         return self.append_many(task_id, [(kind, payload)])[0]
 
     def append_many(
-        self, task_id: str, items: Sequence[tuple[str, JournalPayload]]
+        self, task_id: str, items: Sequence[tuple[str, JournalPayload]], *, sync: bool = True
     ) -> list[JournalEntry]:
         """Writes consecutive entries of ``task_id`` in one transaction (one fsync): all of
         them are on disk when it returns, or none is.
+
+        ``sync=False`` skips the fsync of this transaction (with ``synchronous=FULL``): the
+        entries survive a process crash at once and a power loss from the next synced write
+        on. For entries that recovery re-derives anyway (a step's dispatch, a non-terminal
+        state change), which then cost no fsync of their own.
 
         Raises:
             JournalError, IllegalTransitionError: as ``append``; nothing is written then.
@@ -230,7 +243,7 @@ class SqliteJournal:
         at = self._clock().astimezone(UTC)
         at_text = at.isoformat()
         written: list[JournalEntry] = []
-        with self._write() as db:
+        with self._write(sync=sync) as db:
             row = db.execute(
                 "SELECT status, last_seq, head_hash FROM tasks WHERE task_id = ?", (task_id,)
             ).fetchone()

@@ -379,3 +379,20 @@ def test_untampered_logs_always_audit_clean(ops: list[tuple[str, int]], tmp_path
             assert report.ok, report.problems
             assert report.entries_checked == len(entries)
             assert fold(j.entries(task_id)).last_seq == len(entries)
+
+
+def test_an_unsynced_write_is_kept_and_full_sync_comes_back(tmp_path: Path) -> None:
+    with open_journal(tmp_path, synchronous="FULL") as journal:
+        journal.append("t1", "task.submitted", submitted("t1"))
+        started = StepStarted(step_id="s1", attempt=1, idempotency_key="t1:s1:1")
+        journal.append_many("t1", [("step.started", started)], sync=False)
+        assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+        journal.append("t1", "step.result", result("t1"))
+        assert [e.kind for e in journal.entries("t1")] == [
+            "task.submitted",
+            "step.started",
+            "step.result",
+        ]
+        assert journal.audit("t1").ok
+    with open_journal(tmp_path, synchronous="FULL") as again:
+        assert len(again.entries("t1")) == 3
