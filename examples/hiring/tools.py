@@ -362,13 +362,84 @@ class NamesCandidateTool(TypedTool[CheckArgs]):
         if not expected:
             return self.fail("the step's input names no known candidate")
         wanted = expected[0]
-        text = args.output.lower()
-        if wanted.lower() not in text and wanted.split()[0].lower() not in text:
+        text = args.output
+        if not (_names(text, wanted) or _names(text, wanted.split()[0])):
             return self.fail(f"the message must be addressed to {wanted}; write their name")
-        others = [n for n in names if n != wanted and n.lower() in text]
+        others = [n for n in names if n != wanted and _names(text, n)]
         if others:
             return self.fail(f"the message is for {wanted}; it must not name {others[0]}")
         return self.result(f"addressed to {wanted}")
+
+
+class NoOtherCandidateTool(NamesCandidateTool):
+    """Predicate for a ``tool`` check: a message body names no candidate but its own (it may
+    name nobody: the greeting is added by ``compose_email``)."""
+
+    name = "no_other_candidate"
+    description = "Check that a message body names no other candidate."
+
+    async def run(self, args: CheckArgs, ctx: ToolContext) -> ToolResult:
+        """ok unless another candidate's full name or first name is in the output."""
+        names = [c.name for c in read_candidates(self._data / "cvs")]
+        given = "\n".join([args.input, *args.inputs.values()])
+        wanted = next((n for n in names if n in given), None)
+        if wanted is None:
+            return self.fail("the step's input names no known candidate")
+        for other in names:
+            if other == wanted:
+                continue
+            if _names(args.output, other) or _names(args.output, other.split()[0]):
+                return self.fail(f"the message is for {wanted}; it must not name {other}")
+        return self.result(f"names no candidate but {wanted}")
+
+
+class ComposeArgs(ToolArgs):
+    """Arguments of ``compose_email``."""
+
+    text: str = Field(
+        min_length=1,
+        max_length=4000,
+        description="'to: <candidate line>', 'from: <sender>', a blank line, then the body.",
+    )
+
+
+class ComposeEmailTool(TypedTool[ComposeArgs]):
+    """Puts a drafted body into an e-mail: greeting with the candidate's name, the body, and
+    the signature. The model writes what the message says; addressing it is not its job."""
+
+    name = "compose_email"
+    description = "Compose an e-mail from 'to:' and 'from:' lines and a drafted body."
+    args_model = ComposeArgs
+    uses_workspace = False
+
+    def __init__(self, data_dir: Path = DATA_DIR) -> None:
+        self._data = data_dir
+
+    async def run(self, args: ComposeArgs, ctx: ToolContext) -> ToolResult:
+        """The e-mail text."""
+        head, _, body = args.text.strip().partition("\n\n")
+        fields = dict(
+            (key.strip().lower(), value.strip())
+            for key, _, value in (line.partition(":") for line in head.splitlines())
+        )
+        names = [c.name for c in read_candidates(self._data / "cvs")]
+        to = next((n for n in names if n in fields.get("to", "")), None)
+        if to is None:
+            return self.fail("the 'to:' line names no known candidate")
+        sender = fields.get("from", "")
+        lines = [line for line in body.strip().splitlines() if line.strip()]
+        if lines and re.match(r"^(dear|hi|hello)\b", lines[0], re.IGNORECASE):
+            lines = lines[1:]  # the greeting is ours
+        if not lines:
+            return self.fail("the body is empty once its greeting is removed")
+        text = "\n".join(lines)
+        signature = f"\n\nBest regards,\n{sender}" if sender else ""
+        return self.result(f"Dear {to},\n\n{text}{signature}")
+
+
+def _names(text: str, name: str) -> bool:
+    """Whether ``name`` is in ``text`` as whole words ("Ana" is not in "Dana")."""
+    return re.search(rf"\b{re.escape(name)}\b", text, re.IGNORECASE) is not None
 
 
 # -- 5. send (high impact, once per idempotency key) -----------------------------------------
@@ -662,6 +733,8 @@ def hiring_tools() -> list[TypedTool[Any]]:
         ScoreCandidatesTool(),
         PickCandidateTool(),
         NamesCandidateTool(),
+        NoOtherCandidateTool(),
+        ComposeEmailTool(),
         SendOutreachTool(),
         RecordResponsesTool(),
         ProposeSlotsTool(),
@@ -674,6 +747,8 @@ TOOL_NAMES: tuple[str, ...] = (
     ScoreCandidatesTool.name,
     PickCandidateTool.name,
     NamesCandidateTool.name,
+    NoOtherCandidateTool.name,
+    ComposeEmailTool.name,
     SendOutreachTool.name,
     RecordResponsesTool.name,
     ProposeSlotsTool.name,

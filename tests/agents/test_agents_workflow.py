@@ -327,11 +327,14 @@ def test_the_hiring_workflow_loads_and_names_only_real_tools() -> None:
     steps = {s.id: s for s in task.plan.steps}
     assert task.budget.max_steps >= len(steps)
     assert steps["send"].requires_approval
-    assert set(steps["send"].depends_on) == {"pick_1", "pick_2", "draft_1", "draft_2"}
+    assert set(steps["send"].depends_on) == {"pick_1", "pick_2", "compose_1", "compose_2"}
     assert steps["slots"].depends_on == ("responses",)
     for draft in ("draft_1", "draft_2"):
         kinds = [(c.kind, c.value) for c in steps[draft].checks]
-        assert ("tool", "no_placeholders") in kinds and ("tool", "names_candidate") in kinds
+        assert ("tool", "no_placeholders") in kinds and ("tool", "no_other_candidate") in kinds
+        assert ("contains", "Acme Robotics") in kinds
         assert steps[draft].tool == "answer" and "Acme Robotics" in steps[draft].input
+    for email in ("compose_1", "compose_2"):
+        assert ("tool", "names_candidate") in [(c.kind, c.value) for c in steps[email].checks]
     check_names = {c.value for s in task.plan.steps for c in s.checks if c.kind == "tool"}
     assert check_names <= {*names, "no_placeholders"}

@@ -140,6 +140,7 @@ def test_pick_candidate_names_a_shortlisted_candidate_and_two_skills(
         ("Dear Ana, we would love to talk.", None),
         ("Dear Ana Lima, we would love to talk.", None),
         ("Dear Ben, we would love to talk.", "the message must be addressed to Ana Lima"),
+        ("Dana Mauler, a great choice.", "the message must be addressed to Ana Lima"),
         ("Dear Ana, Ben Okafor says hi.", "the message is for Ana Lima; it must not name Ben"),
     ],
 )
@@ -156,6 +157,40 @@ def test_names_candidate_checks_the_message_is_for_the_given_candidate(
     assert result.ok is (error is None)
     if error:
         assert error in (result.error or "")
+
+
+@pytest.mark.parametrize(
+    ("output", "error"),
+    [
+        ("We would love to talk about the role at Acme Robotics.", None),
+        ("Ana, we would love to talk.", None),
+        ("Ben Okafor would love to talk to you.", "it must not name Ben Okafor"),
+        ("Please say hi to Ben.", "it must not name Ben Okafor"),
+    ],
+)
+def test_no_other_candidate_allows_no_name_but_never_another_one(
+    tmp_path: Path, output: str, error: str | None
+) -> None:
+    arguments = {"output": output, "inputs": {"pick_1": "Ana Lima, who knows Python and Ray"}}
+    ctx = ToolContext(task_id="hire-1", step_id="draft_1", workspace=tmp_path)
+    result = asyncio.run(REGISTRY.call("no_other_candidate", arguments, ctx, policy=POLICY))
+    assert result.ok is (error is None), result
+    if error:
+        assert error in (result.error or "")
+
+
+def test_compose_email_addresses_and_signs_the_body(tmp_path: Path) -> None:
+    ctx = ToolContext(task_id="hire-1", step_id="compose_1", workspace=tmp_path)
+    text = (
+        "to: Ana Lima, who knows Python and Ray\nfrom: Maria Chen\n\n"
+        "Dear Ana,\nWe would love to talk."
+    )
+    result = asyncio.run(REGISTRY.call("compose_email", {"text": text}, ctx, policy=POLICY))
+    assert result.ok, result
+    assert result.output == "Dear Ana Lima,\n\nWe would love to talk.\n\nBest regards,\nMaria Chen"
+    unknown = "to: Zed\nfrom: Maria Chen\n\nHello."
+    result = asyncio.run(REGISTRY.call("compose_email", {"text": unknown}, ctx, policy=POLICY))
+    assert not result.ok and "names no known candidate" in (result.error or "")
 
 
 MESSAGES = (
