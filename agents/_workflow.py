@@ -59,6 +59,7 @@ from protocols import (
     StepCheck,
     TaskSubmitted,
 )
+from protocols.planning import find_cycle
 
 MODEL_TOOL = "answer"
 FINAL_STEP = "final"
@@ -407,7 +408,7 @@ def _check_steps(workflow: Workflow) -> None:
                 )
             if dep == step.id:
                 raise ValueError(f"{where} field depends_on: the step depends on itself")
-    cycle = _find_cycle({s.id: s.needs() for s in workflow.steps})
+    cycle = find_cycle({s.id: s.needs() for s in workflow.steps})
     if cycle:
         raise ValueError(f"steps: dependency cycle {' -> '.join(cycle)}")
 
@@ -431,33 +432,6 @@ def _check_references(where: str, field: str, text: str, workflow: Workflow) -> 
                 f"{where} field {field}: unknown reference {{{{{kind}.{name}}}}}; use "
                 "{{inputs.<name>}} or {{steps.<id>}}"
             )
-
-
-def _find_cycle(graph: dict[str, tuple[str, ...]]) -> list[str]:
-    """One dependency cycle (first id repeated at the end), or []."""
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-    path: list[str] = []
-
-    def visit(node: str) -> list[str]:
-        state[node] = 1
-        path.append(node)
-        for dep in graph.get(node, ()):
-            if state.get(dep) == 1:
-                return [*path[path.index(dep) :], dep]
-            if dep not in state:
-                found = visit(dep)
-                if found:
-                    return found
-        path.pop()
-        state[node] = 2
-        return []
-
-    for node in graph:
-        if node not in state:
-            found = visit(node)
-            if found:
-                return found
-    return []
 
 
 def _describe(exc: ValidationError, data: Mapping[str, Any]) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -86,7 +86,7 @@ class Plan(Message):
                 )
             if step.id in step.depends_on:
                 raise ValueError(f"step {step.id!r} depends on itself")
-        cycle = _find_cycle(self.steps)
+        cycle = find_cycle({s.id: s.depends_on for s in self.steps})
         if cycle:
             raise ValueError(f"plan has a dependency cycle: {' -> '.join(cycle)}")
         return self
@@ -113,9 +113,9 @@ class Plan(Message):
         return [s for s in self.steps if s.id not in needed]
 
 
-def _find_cycle(steps: Iterable[Step]) -> list[str]:
-    """Returns one dependency cycle as a list of ids (first id repeated at the end), or []."""
-    graph = {s.id: s.depends_on for s in steps}
+def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str]:
+    """One dependency cycle of ``{node: dependencies}`` as a list of ids (first id repeated at
+    the end), or []."""
     state: dict[str, int] = {}  # 1 = on the current path, 2 = fully explored
     path: list[str] = []
 

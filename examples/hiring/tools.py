@@ -354,21 +354,24 @@ class NamesCandidateTool(TypedTool[CheckArgs]):
     def __init__(self, data_dir: Path = DATA_DIR) -> None:
         self._data = data_dir
 
+    require_name = True
+    """False: the message may name nobody (``no_other_candidate``)."""
+
     async def run(self, args: CheckArgs, ctx: ToolContext) -> ToolResult:
-        """ok when the candidate's first name or full name is in the output."""
+        """ok when the candidate's first or full name is in the output (unless not required)
+        and no other candidate's is."""
         names = [c.name for c in read_candidates(self._data / "cvs")]
         given = "\n".join([args.input, *args.inputs.values()])
-        expected = [n for n in names if n in given]
-        if not expected:
+        wanted = next((n for n in names if n in given), None)
+        if wanted is None:
             return self.fail("the step's input names no known candidate")
-        wanted = expected[0]
         text = args.output
-        if not (_names(text, wanted) or _names(text, wanted.split()[0])):
+        if self.require_name and not _names_person(text, wanted):
             return self.fail(f"the message must be addressed to {wanted}; write their name")
-        others = [n for n in names if n != wanted and _names(text, n)]
-        if others:
-            return self.fail(f"the message is for {wanted}; it must not name {others[0]}")
-        return self.result(f"addressed to {wanted}")
+        other = next((n for n in names if n != wanted and _names_person(text, n)), None)
+        if other is not None:
+            return self.fail(f"the message is for {wanted}; it must not name {other}")
+        return self.result(f"for {wanted}")
 
 
 class NoOtherCandidateTool(NamesCandidateTool):
@@ -377,20 +380,7 @@ class NoOtherCandidateTool(NamesCandidateTool):
 
     name = "no_other_candidate"
     description = "Check that a message body names no other candidate."
-
-    async def run(self, args: CheckArgs, ctx: ToolContext) -> ToolResult:
-        """ok unless another candidate's full name or first name is in the output."""
-        names = [c.name for c in read_candidates(self._data / "cvs")]
-        given = "\n".join([args.input, *args.inputs.values()])
-        wanted = next((n for n in names if n in given), None)
-        if wanted is None:
-            return self.fail("the step's input names no known candidate")
-        for other in names:
-            if other == wanted:
-                continue
-            if _names(args.output, other) or _names(args.output, other.split()[0]):
-                return self.fail(f"the message is for {wanted}; it must not name {other}")
-        return self.result(f"names no candidate but {wanted}")
+    require_name = False
 
 
 class ComposeArgs(ToolArgs):
@@ -440,6 +430,11 @@ class ComposeEmailTool(TypedTool[ComposeArgs]):
 def _names(text: str, name: str) -> bool:
     """Whether ``name`` is in ``text`` as whole words ("Ana" is not in "Dana")."""
     return re.search(rf"\b{re.escape(name)}\b", text, re.IGNORECASE) is not None
+
+
+def _names_person(text: str, full_name: str) -> bool:
+    """Whether the text names the person by full or first name."""
+    return _names(text, full_name) or _names(text, full_name.split()[0])
 
 
 # -- 5. send (high impact, once per idempotency key) -----------------------------------------
