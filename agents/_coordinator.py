@@ -1018,8 +1018,10 @@ class Coordinator:
             for run in list(self._runs.values()):
                 if not run.live or run.done is None or run.done.done():
                     continue
-                with contextlib.suppress(TroupeError):
+                try:
                     self._scan(run)
+                except Exception as exc:  # a busy or damaged file: try again next time
+                    logger.warning("journal watch of %s failed: %s", run.task_id, exc)
 
     def _scan(self, run: _Run) -> None:
         assert self._journal is not None
