@@ -308,7 +308,7 @@ class Coordinator:
         """The task as the journal's index knows it (None: unknown, or no journal)."""
         if self._journal is None:
             return None
-        return next((t for t in self._journal.tasks() if t.task_id == task_id), None)
+        return self._journal.task(task_id)
 
     async def replay(self, task_id: str) -> Outcome:
         """Re-runs a journaled task from its recorded replies, with no bus and no writes.
@@ -1384,9 +1384,8 @@ def record_cancel(journal: Journal, request: CancelTask) -> None:
     Raises:
         TaskError: unknown or finished task (code ``not_running``).
     """
-    last = journal.last(request.task_id)
-    info = next((t for t in journal.tasks() if t.task_id == request.task_id), None)
-    if last is None or info is None or info.status in TERMINAL:
+    info = journal.task(request.task_id)
+    if info is None or info.status in TERMINAL:
         state = info.status if info is not None else "unknown"
         raise TaskError(f"task {request.task_id} is not running ({state})", code="not_running")
     envelope = Envelope.wrap(request, sender=clip(request.requested_by, 64), topic=Topics.CONTROL)

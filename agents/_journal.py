@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -129,6 +129,10 @@ class Journal(Protocol):
 
     def tasks(self, status: TaskStatus | None = None) -> list[TaskInfo]:
         """Known tasks, optionally only those in ``status``."""
+        ...
+
+    def task(self, task_id: str) -> TaskInfo | None:
+        """One task as the index knows it, or None for an unknown task."""
         ...
 
     def audit(self, task_id: str) -> AuditReport:
@@ -356,25 +360,25 @@ class SqliteJournal:
             ).fetchone()
         return None if row is None else self._entry(row)
 
+    _TASK_COLUMNS: Final = (
+        "SELECT task_id, status, last_seq, created_at, updated_at, finished_at FROM tasks"
+    )
+
     def tasks(self, status: TaskStatus | None = None) -> list[TaskInfo]:
         """Known tasks (oldest first), optionally only those in ``status``."""
-        query = "SELECT task_id, status, last_seq, created_at, updated_at, finished_at FROM tasks"
+        query: str = self._TASK_COLUMNS
         params: tuple[str, ...] = ()
         if status is not None:
             query, params = f"{query} WHERE status = ?", (status,)
         with self._use() as db:
             rows = db.execute(f"{query} ORDER BY created_at, task_id", params).fetchall()
-        return [
-            TaskInfo(
-                task_id=r[0],
-                status=r[1],
-                entries=r[2],
-                created_at=r[3],
-                updated_at=r[4],
-                finished_at=r[5],
-            )
-            for r in rows
-        ]
+        return [_task_info(r) for r in rows]
+
+    def task(self, task_id: str) -> TaskInfo | None:
+        """One task as the index knows it (one row read), or None for an unknown task."""
+        with self._use() as db:
+            row = db.execute(f"{self._TASK_COLUMNS} WHERE task_id = ?", (task_id,)).fetchone()
+        return None if row is None else _task_info(row)
 
     @staticmethod
     def _entry(
@@ -439,3 +443,16 @@ class SqliteJournal:
         return CompactionReport(
             tasks_removed=tuple(doomed), entries_removed=entries, blobs_removed=blobs
         )
+
+
+def _task_info(row: Sequence[Any]) -> TaskInfo:
+    """A ``tasks`` row (as ``_TASK_COLUMNS`` selects it); pydantic parses the ISO times."""
+    task_id, status, entries, created_at, updated_at, finished_at = row
+    return TaskInfo(
+        task_id=task_id,
+        status=status,
+        entries=entries,
+        created_at=created_at,
+        updated_at=updated_at,
+        finished_at=finished_at,
+    )
