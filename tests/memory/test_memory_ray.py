@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,9 +98,20 @@ def test_get_or_create_returns_the_same_actor(handle: Any, tmp_path: Path) -> No
         memory_actor(tmp_path / "elsewhere", name=name)
 
 
+def _wait_until_dead(handle: Any) -> None:
+    for _ in range(100):
+        try:
+            ray.get(handle.count.remote(), timeout=10)
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the killed actor still answers")
+
+
 def test_dead_actor_is_a_delivery_error(ray_session: None, tmp_path: Path) -> None:
     handle = memory_actor(tmp_path, name=f"troupe-memory-{uuid.uuid4().hex[:8]}")
     ray.kill(handle, no_restart=True)
+    _wait_until_dead(handle)  # ray.kill returns before the actor is gone
     with pytest.raises(DeliveryError, match="memory actor died") as exc:
         run(RayMemory(handle).count())
     assert exc.value.retryable is False
