@@ -125,6 +125,7 @@ class _Run:
     inner: asyncio.Future[StepRecord] | None = None
     done: asyncio.Future[Outcome] | None = None
     written: set[int] = field(default_factory=set)
+    unsynced: list[tuple[str, JournalPayload]] = field(default_factory=list)
     scanned: int = 0
 
     @property
@@ -158,6 +159,9 @@ class Coordinator:
         compact_every: Apply ``retention`` after this many finished tasks.
         poll_s: How often the journal is checked for decisions and cancels written by other
             processes (``troupe approve`` / ``troupe cancel``).
+        group_commit_s: How long entries that recovery re-derives (a dispatch, an unreviewed
+            result, a non-terminal state) may wait in memory for the task's next write, which
+            takes them in the same transaction; 0 writes each at once.
     """
 
     name = NAME
@@ -176,6 +180,7 @@ class Coordinator:
         retention: RetentionPolicy | None = None,
         compact_every: int = 100,
         poll_s: float = 1.0,
+        group_commit_s: float = 0.05,
     ):
         self._bus = bus
         self._memory = memory
@@ -188,6 +193,10 @@ class Coordinator:
         self._retention = retention
         self._compact_every = compact_every
         self._poll_s = poll_s
+        self._group_commit_s = group_commit_s
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
+        self._remembering: set[asyncio.Task[None]] = set()
         self._runs: dict[str, _Run] = {}
         self._finished = 0
         self._watcher: asyncio.Task[None] | None = None
@@ -379,9 +388,19 @@ class Coordinator:
             "finished": self._finished,
         }
 
+    async def flush(self, timeout_s: float = 5.0) -> None:
+        """Writes the journal entries waiting for a group commit and waits (at most
+        ``timeout_s``) for the memory writes of ended tasks, which follow their outcomes."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_unsynced()
+        if self._remembering:  # bounded: a memory that hangs must not hold up a shutdown
+            await asyncio.wait(self._remembering, timeout=timeout_s)
+
     async def close(self) -> None:
-        """Stops like a crash would: nothing more is journaled, unfinished tasks stay
-        resumable by the next coordinator."""
+        """Stops like a crash would after a ``flush``: nothing more is journaled, unfinished
+        tasks stay resumable by the next coordinator."""
+        await self.flush()
         self._closing = True
         if self._watcher is not None:
             self._watcher.cancel()
@@ -472,7 +491,10 @@ class Coordinator:
                 deadline.cancel()
         self._end(run, outcome)
         if run.live:
-            await self._remember(run, outcome)
+            # Behind the outcome; the next plan waits for it (``_remembered``).
+            remembering = asyncio.get_running_loop().create_task(self._remember(run, outcome))
+            self._remembering.add(remembering)
+            remembering.add_done_callback(self._remembering.discard)
             await self._announce(run, outcome)
         return outcome
 
@@ -533,6 +555,8 @@ class Coordinator:
                 max_steps=run.task.budget.max_steps,
             )
             recorded = run.history.take_plan(run.plan_round)
+            if recorded is None:
+                await self._remembered()  # the planner recalls the tasks that just ended
             proposed = await self._ask(run, request, Topics.PLANNER, PlanProposed, recorded)
             return proposed.plan
         finally:
@@ -627,8 +651,16 @@ class Coordinator:
             started = StepStarted(step_id=step.id, attempt=attempt, idempotency_key=key)
             recorded = run.history.take_result(step.id, attempt)
             try:
+                # The review's write syncs the result: a result lost to a power cut before
+                # then is a step still in flight, re-sent with the same key.
                 result = await self._ask(
-                    run, assigned, Topics.EXECUTOR, StepResult, recorded, before=[started]
+                    run,
+                    assigned,
+                    Topics.EXECUTOR,
+                    StepResult,
+                    recorded,
+                    before=[started],
+                    sync_reply=False,
                 )
                 self._count_tool_calls(run, result)
                 verdict = await self._review(
@@ -830,11 +862,13 @@ class Coordinator:
         *,
         before: Sequence[StepStarted] = (),
         after: Callable[[Any], list[tuple[str, JournalPayload]]] | None = None,
+        sync_reply: bool = True,
     ) -> _M:
         """A request through the bus, or its recorded reply; journaled and traced both ways.
 
-        ``before`` is journaled right before each send; the reply is journaled (with what
-        ``after`` derives from it, in the same transaction) before it is acted on.
+        ``before`` is journaled (deferred, see ``_write``) right before each send; the reply is
+        journaled (with what ``after`` derives from it, in the same transaction) before it is
+        acted on, deferred when ``sync_reply`` is False.
         """
         if recorded is not None:
             self._trace(
@@ -851,7 +885,7 @@ class Coordinator:
             envelope = Envelope.wrap(
                 payload, sender=self.name, topic=topic, causation_id=run.root_id
             ).model_copy(update={"attempt": attempt})
-            self._write(run, [(d.type, d) for d in before], sync=False)
+            self._write(run, [(d.type, d) for d in before], sync=False, defer=True)
             self._trace(run, envelope)
             try:
                 reply = await self._bus.request(envelope, timeout=self._timeout)
@@ -874,7 +908,9 @@ class Coordinator:
                     retryable=False,
                 )
             extra = after(reply.payload) if after is not None else []
-            self._write(run, [(reply.payload.type, reply), *extra])
+            self._write(
+                run, [(reply.payload.type, reply), *extra], sync=sync_reply, defer=not sync_reply
+            )
             return self._accept_reply(run, reply, topic, expected)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -930,16 +966,59 @@ class Coordinator:
     # -- journal and state -------------------------------------------------------------------
 
     def _write(
-        self, run: _Run, items: list[tuple[str, JournalPayload]], *, sync: bool = True
+        self,
+        run: _Run,
+        items: list[tuple[str, JournalPayload]],
+        *,
+        sync: bool = True,
+        defer: bool = False,
     ) -> None:
-        """Journals entries. ``sync=False`` for what recovery re-derives anyway (a dispatch,
-        a non-terminal state): no fsync of its own, synced by the next write."""
+        """Journals entries, after those of the task waiting in memory, in one transaction.
+
+        ``sync=False`` is for what recovery re-derives anyway (a dispatch, an unreviewed
+        result, a non-terminal state): no fsync of its own, synced by the next synced write.
+        ``defer`` (implies ``sync=False``) lets them wait in memory for the task's next write
+        (group commit), at most ``group_commit_s``: for the hot path, whose next write comes
+        within milliseconds. Lost in a crash, they cost a re-sent step (same idempotency key),
+        never committed work.
+        """
         if self._journal is None or not run.live or not items or self._closing:
             return
-        for entry in self._journal.append_many(run.task_id, items, sync=sync):
+        if defer and self._group_commit_s > 0:
+            for _, payload in items:
+                if isinstance(payload, StateChanged):
+                    run.status = payload.to
+            run.unsynced.extend(items)
+            loop = asyncio.get_running_loop()
+            if self._flush_timer is None or self._flush_loop is not loop:
+                self._flush_loop = loop  # a timer of a closed loop never fires
+                self._flush_timer = loop.call_later(self._group_commit_s, self._flush_unsynced)
+            return
+        self._commit(run, items, sync=sync)
+
+    def _commit(self, run: _Run, items: list[tuple[str, JournalPayload]], *, sync: bool) -> None:
+        assert self._journal is not None
+        waiting, run.unsynced = run.unsynced, []
+        try:
+            entries = self._journal.append_many(run.task_id, [*waiting, *items], sync=sync)
+        except BaseException:
+            run.unsynced = [*waiting, *run.unsynced]
+            raise
+        for entry in entries:
             run.written.add(entry.seq)
             if isinstance(entry.payload, StateChanged):
                 run.status = entry.payload.to
+
+    def _flush_unsynced(self) -> None:
+        """Writes every task's waiting entries (unsynced): the group-commit window closed."""
+        self._flush_timer = None
+        for run in list(self._runs.values()):
+            if not run.unsynced:
+                continue
+            try:
+                self._commit(run, [], sync=False)
+            except TroupeError as exc:  # kept in memory: the task's next write tries again
+                logger.warning("journal write of %s failed: %s", run.task_id, exc)
 
     def _desired(self, run: _Run) -> TaskStatus:
         if run.planning:
@@ -963,7 +1042,9 @@ class Coordinator:
         if self._journal is None or not run.live:
             run.status = target
             return
-        self._write(run, items, sync=False)  # re-derived by recovery; the next reply syncs it
+        # Re-derived by recovery; the next reply syncs it. A human waits on awaiting_approval:
+        # that one is written at once, so `troupe status` and `troupe approvals` agree.
+        self._write(run, items, sync=False, defer=target in ("planning", "running", "reviewing"))
 
     def _transition(
         self, run: _Run, target: TaskStatus, reason: str = ""
@@ -1119,6 +1200,11 @@ class Coordinator:
         # Watchers are told best-effort; the journal is the record.
         with contextlib.suppress(TroupeError):
             await self._bus.publish(envelope)
+
+    async def _remembered(self) -> None:
+        """Waits for the memory writes of tasks that have ended (they never raise)."""
+        while self._remembering:
+            await asyncio.gather(*self._remembering)
 
     async def _remember(self, run: _Run, outcome: Outcome) -> None:
         """The plan (reusable next time if it worked) and a summary of the task."""

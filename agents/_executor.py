@@ -12,7 +12,9 @@ call, refused ones included, is evidence in the ``StepResult``.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,11 +47,15 @@ from agents._tools import MODEL_TOOL
 from memory import Episode, EpisodicMemory, RecallQuery
 from protocols import AgentError, AnyMessage, StepAssigned, StepResult, ToolCall
 
+logger = logging.getLogger(__name__)
+
 NAME = "executor"
 FINAL_STEP = "final"
 DEFAULT_WORKSPACES = Path(".troupe/workspaces")
 MIN_RELEVANCE = 0.5
 """Recalled episodes less relevant than this stay out of the prompt."""
+MAX_QUEUED_STEPS = 256
+"""Steps whose episodes wait for memory before a step waits for them (back-pressure)."""
 
 Arguments = str | Mapping[str, Any]
 
@@ -107,10 +113,17 @@ class Executor:
 
     A tool failure is a result with ``ok=False`` and the reason, for the reviewer to judge.
 
+    A step's episodes are written behind its result (write-behind): the result does not wait
+    for memory, which is recall material, not the record of the task (the coordinator's
+    journal is). One writer sends them in order; what queues while a write is in flight goes
+    in the next one (one memory call for many steps under load; back-pressure past
+    ``MAX_QUEUED_STEPS``). A failed write is logged and counted in ``write_failures``;
+    ``flush`` waits until the queue is empty.
+
     Args:
         model: Chat model for steps the model carries out and for tool arguments.
         memory: Episodic memory: recall for prompts; an action, a result and one tool episode
-            per call are written per step.
+            per call are written (behind the result) per step.
         tools: The team's tools.
         name: This executor's name (several share a pool).
         namespace: Memory namespace.
@@ -154,6 +167,10 @@ class Executor:
         self._recall_episodes = recall_episodes
         self._max_chars = max_chars
         self._max_input_chars = max_input_chars
+        self._queued: list[tuple[StepAssigned, list[Episode]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self.write_failures = 0
+        """Steps whose episodes could not be written."""
 
     async def handle(self, message: AnyMessage) -> AnyMessage:
         """Runs a ``StepAssigned``; any other message is an error."""
@@ -166,6 +183,11 @@ class Executor:
             result = await self._run_tool(run)
         await self._record(run, result)
         return result
+
+    async def flush(self) -> None:
+        """Waits until every step's episodes so far have been written (or failed, logged)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
 
     def _start(self, assigned: StepAssigned) -> _Attempt:
         tool = assigned.step.tool
@@ -429,8 +451,8 @@ class Executor:
         return fitting[: self._recall_episodes]
 
     async def _record(self, run: _Attempt, result: StepResult) -> None:
-        """An action episode (what was asked), a result episode (what came of it) and one
-        untrusted tool episode per tool call."""
+        """Starts writing an action episode (what was asked), a result episode (what came of
+        it) and one untrusted tool episode per tool call; waits only for back-pressure."""
         assigned = run.assigned
         common = {
             "agent": self.name,
@@ -453,7 +475,30 @@ class Executor:
             tags=("ok",) if result.ok else ("failed",),
             **common,  # type: ignore[arg-type]
         )
-        await self._memory.remember([action, outcome, *run.episodes])
+        self._queued.append((assigned, [action, outcome, *run.episodes]))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._drain())
+        while len(self._queued) >= MAX_QUEUED_STEPS and self._writer is not None:
+            await asyncio.shield(self._writer)  # back-pressure: memory is behind
+
+    async def _drain(self) -> None:
+        """Writes queued episodes, everything queued so far in one call, until none is left."""
+        while self._queued:
+            batch, self._queued = self._queued, []
+            try:
+                await self._memory.remember([e for _, episodes in batch for e in episodes])
+            except Exception as exc:  # memory is recall material: its outage must not fail a step
+                self.write_failures += len(batch)
+                steps = ", ".join(f"{a.task_id}/{a.step.id}#{a.attempt}" for a, _ in batch[:5]) + (
+                    " ..." if len(batch) > 5 else ""
+                )
+                logger.warning(
+                    "%s: the episodes of %d step(s) were not remembered (%s): %s",
+                    self.name,
+                    len(batch),
+                    steps,
+                    exc,
+                )
 
 
 def direct_arguments(tool: TypedTool[Any], text: str) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ import ray
 
 from agents._build import build_agent, high_impact_tools, shared_memory
 from agents._coordinator import Coordinator
+from agents._executor import Executor
 from agents._journal import JournalConfig, SqliteJournal
 from agents._journal_models import RetentionPolicy
 from agents._mcp import McpServerSettings, McpToolset, load_mcp_tools
@@ -138,7 +139,10 @@ class McpAgent:
         return await self._agent.handle(message)
 
     async def close(self) -> None:
-        """Closes the MCP connections (stops stdio servers); later MCP calls fail cleanly."""
+        """Lets the agent's memory writes land, then closes the MCP connections (stops stdio
+        servers); later MCP calls fail cleanly."""
+        if isinstance(self._agent, Executor):
+            await self._agent.flush()
         if self._toolset is not None:
             await self._toolset.close()
 
@@ -171,7 +175,8 @@ class AgentActor:
         await self._agent.start()
 
     async def close(self) -> None:
-        """Closes the agent's MCP connections (stops the stdio servers it started)."""
+        """Waits for the agent's memory writes, then closes its MCP connections (stops the stdio
+        servers it started)."""
         await self._agent.close()
 
     async def deliver(self, envelope: Envelope) -> Envelope | None:

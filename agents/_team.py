@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -89,11 +90,16 @@ class Team:
         """Resumes unfinished tasks from the journal; returns their ids."""
         return cast(list[str], ray.get(self.coordinator.recover.remote()))
 
-    def stop(self) -> None:
-        """Kills the team's actors (and the memory actor when this team created it)."""
+    def stop(self, *, grace_s: float = 10.0) -> None:
+        """Closes the agents (their memory writes land, MCP servers stop) for up to
+        ``grace_s``, then kills the team's actors (and the memory actor when this team created
+        it)."""
         if self._stopped:
             return
         self._stopped = True
+        closing = [agent.close.remote() for agent in self.agents]
+        with contextlib.suppress(ray.exceptions.RayError):
+            ray.get(closing, timeout=grace_s)
         for actor in [self.coordinator, *self.agents]:
             ray.kill(actor, no_restart=True)
         for owned in (self.owned_memory, self.owned_dead_letters):

@@ -27,7 +27,15 @@ def _task(**budget: object) -> TaskSubmitted:
 
 def _run(team_task: tuple[object, TaskSubmitted]) -> TaskCompleted | TaskFailed:
     team, task = team_task
-    return asyncio.run(team.coordinator.run(task))  # type: ignore[attr-defined]
+    coordinator = team.coordinator  # type: ignore[attr-defined]
+
+    async def run() -> TaskCompleted | TaskFailed:
+        try:
+            return await coordinator.run(task)  # type: ignore[no-any-return]
+        finally:  # its memory writes follow the outcome: let them land before the loop ends
+            await coordinator.flush()
+
+    return asyncio.run(run())
 
 
 def test_task_runs_plan_steps_review_and_final_answer(tmp_path: Path) -> None:

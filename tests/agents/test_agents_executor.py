@@ -35,6 +35,7 @@ from agents._model import ChatMessage, FallbackModelClient
 from memory import EmbeddedStore, LocalMemory, RecallQuery
 from protocols import (
     AgentError,
+    AnyMessage,
     ConfigurationError,
     PlanProposed,
     PlanRequested,
@@ -113,7 +114,13 @@ def _assigned(tool: str, text: str = "", **extra: Any) -> StepAssigned:
 
 
 def _run(executor: Executor, assigned: StepAssigned) -> StepResult:
-    result = asyncio.run(executor.handle(assigned))
+    async def handle() -> AnyMessage | None:
+        try:
+            return await executor.handle(assigned)
+        finally:  # episodes are written behind the result: let them land before the loop ends
+            await executor.flush()
+
+    result = asyncio.run(handle())
     assert isinstance(result, StepResult)
     return result
 
