@@ -25,6 +25,7 @@ from agents._journal_models import RetentionPolicy
 from agents._mcp import McpServerSettings, McpToolset, load_mcp_tools
 from agents._settings import TroupeSettings
 from agents._toolkit import TypedTool
+from memory import EpisodicMemory
 from protocols import (
     AnyMessage,
     ApprovalDecided,
@@ -38,6 +39,7 @@ from protocols import (
     TaskCompleted,
     TaskFailed,
     TaskSubmitted,
+    Topics,
     TroupeError,
 )
 from protocols._consumer import BatchResult
@@ -157,13 +159,8 @@ class AgentActor:
     """
 
     def __init__(self, role: str, name: str, settings: TroupeSettings):
-        memory = shared_memory(settings)
         self._name = name
-
-        def build(mcp_tools: Sequence[TypedTool[Any]]) -> Agent:
-            return build_agent(role, settings, memory, name=name, mcp_tools=mcp_tools)
-
-        self._agent = McpAgent(build, settings.agents.tools.mcp.servers)
+        self._agent = hosted_agent(role, name, settings, shared_memory(settings))
         self._host = ConsumerHost(AgentConsumer(self._agent), name=name)
 
     async def start(self) -> None:
@@ -200,6 +197,24 @@ class AgentActor:
         return os.getpid()
 
 
+def hosted_agent(
+    role: str, name: str, settings: TroupeSettings, memory: EpisodicMemory
+) -> McpAgent:
+    """One agent of ``role`` as configured, with the MCP tools it will load on first use."""
+
+    def build(mcp_tools: Sequence[TypedTool[Any]]) -> Agent:
+        return build_agent(role, settings, memory, name=name, mcp_tools=mcp_tools)
+
+    return McpAgent(build, settings.agents.tools.mcp.servers)
+
+
+COLOCATED_TOPICS: Final[dict[str, tuple[str, str]]] = {
+    "planner": (Topics.PLANNER, "planners"),
+    "reviewer": (Topics.REVIEWER, "reviewers"),
+}
+"""Where each role that can run inside the coordinator's actor subscribes: (topic, group)."""
+
+
 class CoordinatorActor:
     """A Ray actor hosting the coordinator; it reaches agents through the ``RayBus``.
 
@@ -207,14 +222,25 @@ class CoordinatorActor:
     lock (one coordinator per journal), and is restartable: after a crash, the first call to
     the new instance resumes every unfinished task from the journal. Ray retries calls that
     were in progress (``max_task_retries``), so a waiting caller just gets its outcome later.
+
+    The roles in ``agents.colocated`` (planner, reviewer) run here too, as in-process members
+    of the bus: the coordinator reaches them without a Ray round trip, and they restart with
+    it.
     """
 
     def __init__(self, bus: RayBus, settings: TroupeSettings):
         journal = open_journal(settings) if settings.journal.enabled else None
         config = settings.journal
+        memory = shared_memory(settings)
+        self._colocated: list[McpAgent] = []
+        for role in settings.agents.colocated:
+            agent = hosted_agent(role, role, settings, memory)
+            topic, group = COLOCATED_TOPICS[role]
+            bus.subscribe(topic, ConsumerHost(AgentConsumer(agent), name=role), group=group)
+            self._colocated.append(agent)
         self._coordinator = Coordinator(
             bus,
-            shared_memory(settings),
+            memory,
             journal=journal,
             namespace=settings.memory.namespace,
             request_timeout_s=settings.agents.request_timeout_s,
@@ -226,6 +252,22 @@ class CoordinatorActor:
             compact_every=config.compact_every,
         )
         self._recovered: list[str] | None = None
+
+    async def start(self) -> None:
+        """Loads the colocated agents' MCP tools now instead of on their first message.
+
+        Raises:
+            ConfigurationError: A configured MCP server cannot be reached or does not fit.
+        """
+        for agent in self._colocated:
+            await agent.start()
+
+    async def close(self) -> None:
+        """Stops the coordinator (``Coordinator.close``: pending journal and memory writes
+        land, unfinished tasks stay resumable), then closes the colocated agents."""
+        await self._coordinator.close()
+        for agent in self._colocated:
+            await agent.close()
 
     async def _ready(self) -> Coordinator:
         if self._recovered is None:

@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agents._builtin_tools import ToolsSettings
 from memory import WeaviateSettings
@@ -55,12 +62,27 @@ class AgentSettings(_Settings):
     executor: ModelEndpoint = Field(default_factory=ModelEndpoint)
     reviewer: ModelEndpoint = Field(default_factory=ModelEndpoint)
     executors: int = Field(default=2, ge=1, le=64, description="Executor actors in the pool.")
+    colocated: tuple[Literal["planner", "reviewer"], ...] = Field(
+        default=("planner", "reviewer"),
+        description="Roles that run inside the coordinator's actor (same process: a message "
+        "to them is a function call, not a Ray round trip). The planner and reviewer only "
+        "call their model and run checks; executors, which run tools and scale out, always "
+        "get actors of their own. Empty: every agent in its own actor.",
+    )
     num_cpus: float = Field(
         default=0.05, ge=0, description="CPU share each agent actor reserves (they mostly wait)."
     )
     max_plan_attempts: int = Field(
         default=2, ge=1, le=5, description="Model calls to get a valid plan before falling back."
     )
+
+    @field_validator("colocated")
+    @classmethod
+    def _once_each(cls, roles: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(roles)) != len(roles):
+            raise ValueError(f"names a role twice: {list(roles)}")
+        return roles
+
     max_field_chars: int = Field(
         default=120, ge=16, le=2000, description="maxLength of free-text fields in model schemas."
     )

@@ -31,11 +31,16 @@ from protocols import (
 
 @dataclass
 class Team:
-    """Handles to a running team. ``stop`` ends only the actors this team started."""
+    """Handles to a running team. ``stop`` ends only the actors this team started.
+
+    ``agents`` are the agents' own actors (planner, executors, reviewer, less the roles
+    colocated in the coordinator's actor); ``executors`` the executor pool among them.
+    """
 
     bus: RayBus
     coordinator: ActorHandle[Any]
     agents: list[ActorHandle[Any]]
+    executors: list[ActorHandle[Any]] = field(default_factory=list)
     owned_memory: ActorHandle[Any] | None = None
     owned_dead_letters: ActorHandle[Any] | None = None
     _stopped: bool = field(default=False, repr=False)
@@ -97,7 +102,7 @@ class Team:
         if self._stopped:
             return
         self._stopped = True
-        closing = [agent.close.remote() for agent in self.agents]
+        closing = [actor.close.remote() for actor in [self.coordinator, *self.agents]]
         with contextlib.suppress(ray.exceptions.RayError):
             ray.get(closing, timeout=grace_s)
         for actor in [self.coordinator, *self.agents]:
@@ -115,12 +120,21 @@ def start_team(settings: TroupeSettings) -> Team:
     memory_handle = _start_memory(settings)
     # Agents come back after a crash; the coordinator re-sends the step (same idempotency key).
     options = {"num_cpus": settings.agents.num_cpus, "max_restarts": -1}
-    planner = REMOTE_AGENT.options(**options).remote("planner", "planner", settings)
+    colocated = settings.agents.colocated  # these run inside the coordinator's actor
+    planner = (
+        None
+        if "planner" in colocated
+        else REMOTE_AGENT.options(**options).remote("planner", "planner", settings)
+    )
     executors = [
         REMOTE_AGENT.options(**options).remote("executor", f"executor-{i}", settings)
         for i in range(settings.agents.executors)
     ]
-    reviewer = REMOTE_AGENT.options(**options).remote("reviewer", "reviewer", settings)
+    reviewer = (
+        None
+        if "reviewer" in colocated
+        else REMOTE_AGENT.options(**options).remote("reviewer", "reviewer", settings)
+    )
     letters_existed = _named_actor_exists(settings.bus.actor_name)
     letters = dead_letter_actor(
         str(settings.bus.dead_letters_path.resolve()), name=settings.bus.actor_name
@@ -128,10 +142,12 @@ def start_team(settings: TroupeSettings) -> Team:
     bus = RayBus(
         RayDeadLetters(letters), settings.bus.config.model_copy(update={"members_restart": True})
     )
-    bus.subscribe(Topics.PLANNER, planner, group="planners")
+    if planner is not None:
+        bus.subscribe(Topics.PLANNER, planner, group="planners")
     for executor in executors:
         bus.subscribe(Topics.EXECUTOR, executor, group="executors")
-    bus.subscribe(Topics.REVIEWER, reviewer, group="reviewers")
+    if reviewer is not None:
+        bus.subscribe(Topics.REVIEWER, reviewer, group="reviewers")
     # On this (the head) node, next to the journal file; restarted after a crash, and the
     # calls in progress then (a caller's wait) are retried on the new instance.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
@@ -141,11 +157,12 @@ def start_team(settings: TroupeSettings) -> Team:
         max_task_retries=-1,
         scheduling_strategy=here,
     ).remote(bus, settings)
-    agents = [planner, *executors, reviewer]
+    agents = [a for a in (planner, *executors, reviewer) if a is not None]
     team = Team(
         bus=bus,
         coordinator=coordinator,
         agents=agents,
+        executors=executors,
         owned_memory=memory_handle,
         owned_dead_letters=None if letters_existed else letters,
     )
@@ -153,7 +170,7 @@ def start_team(settings: TroupeSettings) -> Team:
         ray.get([actor.ping.remote() for actor in [*agents, coordinator]], timeout=120)
         # MCP tools load now, so a server that is down stops the team here, not at the first task.
         try:
-            ray.get([actor.start.remote() for actor in agents], timeout=120)
+            ray.get([actor.start.remote() for actor in [*agents, coordinator]], timeout=120)
         except RayTaskError as exc:
             cause = exc.cause
             raise cause if isinstance(cause, ConfigurationError) else exc from None

@@ -296,7 +296,7 @@ def _ask(method: Any, *args: Any, timeout_s: float | None = None) -> Any:
 
 def _executor_stats(team: Team) -> tuple[int, int]:
     """Steps the executors are running now, and redeliveries they answered without running."""
-    stats: list[Any] = ray.get([executor.stats.remote() for executor in team.agents[1:-1]])
+    stats: list[Any] = ray.get([executor.stats.remote() for executor in team.executors])
     return sum(s.in_flight for s in stats), sum(s.duplicates for s in stats)
 
 

@@ -3,13 +3,18 @@
 The bus object is a small picklable routing table of actor handles plus this process's
 counters, so it can be handed to any actor (the coordinator, a gateway) and used there; a
 delivery is one actor call, a batch is one call for many messages.
+
+A member may also be a ``ConsumerHost`` in the process that uses the bus (an agent colocated
+with the coordinator): delivery to it is a function call with the same guarantees (dedupe,
+bounded inbox, error reports) and no Ray round trip. Such members are subscribed after the
+bus reached its process; they are not meant to be pickled.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
@@ -17,10 +22,12 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from protocols._bus import DeliveryCore, MemberGone
 from protocols._bus_types import BusConfig, Consumer
-from protocols._consumer import BatchResult, ConsumerHost, ConsumerStats
+from protocols._consumer import BatchResult, ConsumerClosedError, ConsumerHost, ConsumerStats
 from protocols._deadletters import DeadLetter, DeadLetterSink, DeadLetterStore
 from protocols.errors import DeliveryError, ErrorReport, TroupeError
 from protocols.messages import Envelope
+
+_T = TypeVar("_T")
 
 # A member that cannot be reached is skipped for the next one.
 _GONE = (ActorDiedError, ActorUnavailableError, RayActorError)
@@ -38,14 +45,25 @@ class RayBus(DeliveryCore[Any]):
         super().__init__(config=config, dead_letters=dead_letters)
 
     async def _call(self, member: Any, envelope: Envelope, timeout: float) -> Envelope | None:
+        if isinstance(member, ConsumerHost):
+            return await _local(member.deliver(envelope), timeout)
         reply: Envelope | None = await _remote(member.deliver.remote, envelope, timeout)
         return reply
 
     async def _call_batch(
         self, member: Any, envelopes: list[Envelope], timeout: float
     ) -> list[BatchResult]:
+        if isinstance(member, ConsumerHost):
+            return await _local(member.deliver_batch(envelopes), timeout)
         results: list[BatchResult] = await _remote(member.deliver_batch.remote, envelopes, timeout)
         return results
+
+
+async def _local(call: Awaitable[_T], timeout: float) -> _T:
+    try:
+        return await asyncio.wait_for(call, timeout)
+    except ConsumerClosedError:
+        raise MemberGone from None
 
 
 async def _remote(method: Callable[[Any], Any], argument: Any, timeout: float) -> Any:

@@ -125,12 +125,17 @@ def ledger_tools() -> list[TypedTool[Any]]:
     return [LedgerTool(), SendTool()]
 
 
-def crash_settings(root: Path, name: str) -> TroupeSettings:
-    """A team on the scripted model and the ledger, with everything under ``root``."""
+def crash_settings(
+    root: Path, name: str, *, colocated: tuple[str, ...] | None = None
+) -> TroupeSettings:
+    """A team on the scripted model and the ledger, with everything under ``root``;
+    ``colocated`` overrides ``agents.colocated`` (None: the default)."""
     model = {"client": "tests.agents.crash_support:scripted_client", "model": "crash"}
+    placement = {} if colocated is None else {"colocated": colocated}
     return TroupeSettings.model_validate(
         {
             "agents": {
+                **placement,
                 "planner": model,
                 "executor": model,
                 "reviewer": model,
