@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, assert_never
 
+from agents._executor import recall_query, recollections, relevant
 from agents._history import Gate, History
 from agents._journal import Journal
 from agents._journal_models import (
@@ -64,6 +65,7 @@ from protocols import (
     Plan,
     PlanProposed,
     PlanRequested,
+    Recollection,
     RemoteAgentError,
     ReviewRequested,
     ReviewVerdict,
@@ -125,6 +127,7 @@ class _Run:
     inner: asyncio.Future[StepRecord] | None = None
     done: asyncio.Future[Outcome] | None = None
     written: set[int] = field(default_factory=set)
+    recall: tuple[Plan, asyncio.Future[dict[str, tuple[Recollection, ...]]]] | None = None
     unsynced: list[tuple[str, JournalPayload]] = field(default_factory=list)
     scanned: int = 0
 
@@ -162,6 +165,8 @@ class Coordinator:
         group_commit_s: How long entries that recovery re-derives (a dispatch, an unreviewed
             result, a non-terminal state) may wait in memory for the task's next write, which
             takes them in the same transaction; 0 writes each at once.
+        recall_episodes: Episodes of other tasks recalled for each model step and handed to
+            the executor with it (``agents.recall_episodes``); 0 leaves recall to executors.
     """
 
     name = NAME
@@ -181,6 +186,7 @@ class Coordinator:
         compact_every: int = 100,
         poll_s: float = 1.0,
         group_commit_s: float = 0.05,
+        recall_episodes: int = 2,
     ):
         self._bus = bus
         self._memory = memory
@@ -194,6 +200,7 @@ class Coordinator:
         self._compact_every = compact_every
         self._poll_s = poll_s
         self._group_commit_s = group_commit_s
+        self._recall_episodes = recall_episodes
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flush_loop: asyncio.AbstractEventLoop | None = None
         self._remembering: set[asyncio.Task[None]] = set()
@@ -397,10 +404,14 @@ class Coordinator:
         if self._remembering:  # bounded: a memory that hangs must not hold up a shutdown
             await asyncio.wait(self._remembering, timeout=timeout_s)
 
-    async def close(self) -> None:
+    async def close(self, *, flush: bool = True) -> None:
         """Stops like a crash would after a ``flush``: nothing more is journaled, unfinished
-        tasks stay resumable by the next coordinator."""
-        await self.flush()
+        tasks stay resumable by the next coordinator. ``flush=False`` also drops what waits
+        for a group commit, exactly as a crash would."""
+        if flush:
+            await self.flush()
+        elif self._flush_timer is not None:
+            self._flush_timer.cancel()
         self._closing = True
         if self._watcher is not None:
             self._watcher.cancel()
@@ -606,14 +617,10 @@ class Coordinator:
                 feedback="the workflow's last step(s)",
                 approved=all(r.approved for r in last),
             )
-        final = Step(
-            id=FINAL_STEP,
-            description=f"Write the final answer to the goal: {clip(run.task.goal, 400)}",
-            tool=MODEL_TOOL,
-            depends_on=tuple(s.id for s in plan.steps),
-        )
         sinks = [s.id for s in plan.sinks()]
-        return await self._run_step(run, final, final_answer=True, evidence_from=sinks)
+        return await self._run_step(
+            run, _final_step(run, plan), final_answer=True, evidence_from=sinks
+        )
 
     async def _run_step(
         self,
@@ -650,6 +657,8 @@ class Coordinator:
             )
             started = StepStarted(step_id=step.id, attempt=attempt, idempotency_key=key)
             recorded = run.history.take_result(step.id, attempt)
+            if recorded is None:
+                assigned = assigned.model_copy(update={"recalled": await self._recalled(run, step)})
             try:
                 # The review's write syncs the result: a result lost to a power cut before
                 # then is a step still in flight, re-sent with the same key.
@@ -684,6 +693,44 @@ class Coordinator:
             # A declared workflow has no planner to go back to: a reject means do it again.
             feedback = verdict.feedback or "the reviewer asked for a better result"
         return self._revisions_spent(run, step, result, verdict, revisions)
+
+    async def _recalled(self, run: _Run, step: Step) -> tuple[Recollection, ...] | None:
+        """What memory holds for ``step`` from other tasks, for the executor's prompt.
+
+        One ``recall_many`` per plan covers every model step (and the final answer), instead
+        of one memory round trip per step from the executor. None (the executor recalls
+        itself): a tool step, no memory, or the recall failed.
+        """
+        if self._memory is None or self._recall_episodes == 0 or step.tool != MODEL_TOOL:
+            return None
+        plan = run.plan
+        if plan is None:
+            return None
+        if run.recall is None or run.recall[0] is not plan:
+            steps = (
+                [*plan.steps]
+                if run.task.workflow is not None
+                else [*plan.steps, _final_step(run, plan)]
+            )
+            wanted = [s for s in steps if s.tool == MODEL_TOOL]
+            run.recall = (plan, asyncio.ensure_future(self._recall_all(run, wanted)))
+        found = await asyncio.shield(run.recall[1])  # shared by the plan's steps
+        return found.get(step.id)
+
+    async def _recall_all(
+        self, run: _Run, steps: list[Step]
+    ) -> dict[str, tuple[Recollection, ...]]:
+        assert self._memory is not None
+        queries = [recall_query(s, self._namespace, self._recall_episodes) for s in steps]
+        try:
+            found = await self._memory.recall_many(queries)
+        except Exception as exc:  # recall is context, not correctness: executors ask themselves
+            logger.warning("task %s: recall for its steps failed: %s", run.task_id, exc)
+            return {}
+        return {
+            s.id: tuple(relevant(recollections(f), run.task_id, self._recall_episodes))
+            for s, f in zip(steps, found, strict=True)
+        }
 
     async def _review(
         self,
@@ -1272,6 +1319,16 @@ def _seconds_until(deadline: datetime | None) -> float | None:
     if deadline is None:
         return None
     return max(0.0, (deadline - datetime.now(UTC)).total_seconds())
+
+
+def _final_step(run: _Run, plan: Plan) -> Step:
+    """The final-answer step of a planned task."""
+    return Step(
+        id=FINAL_STEP,
+        description=f"Write the final answer to the goal: {clip(run.task.goal, 400)}",
+        tool=MODEL_TOOL,
+        depends_on=tuple(s.id for s in plan.steps),
+    )
 
 
 def _render_input(step: Step, records: dict[str, StepRecord]) -> Step:

@@ -44,8 +44,16 @@ from agents._toolkit import (
     workspace_path,
 )
 from agents._tools import MODEL_TOOL
-from memory import Episode, EpisodicMemory, RecallQuery
-from protocols import AgentError, AnyMessage, StepAssigned, StepResult, ToolCall
+from memory import Episode, EpisodicMemory, RecallQuery, ScoredEpisode
+from protocols import (
+    AgentError,
+    AnyMessage,
+    Recollection,
+    Step,
+    StepAssigned,
+    StepResult,
+    ToolCall,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +80,7 @@ class _Attempt:
     namespace: str
     calls: list[ToolCall] = field(default_factory=list)
     episodes: list[Episode] = field(default_factory=list)
-    recalled: list[Episode] | None = None
+    recalled: list[Recollection] | None = None
 
     def context(self, *, create: bool = False) -> ToolContext:
         """The tools' view of this attempt; ``create`` makes the workspace directory."""
@@ -414,7 +422,11 @@ class Executor:
         if assigned.step.input:
             parts.append(Part(f"Step input: {assigned.step.input}", required=True))
         if run.recalled is None:
-            run.recalled = await self._recall(assigned)
+            run.recalled = (
+                await self._recall(assigned)
+                if assigned.recalled is None
+                else relevant(assigned.recalled, assigned.task_id, self._recall_episodes)
+            )
         for episode in run.recalled:
             parts.append(
                 Part(
@@ -430,25 +442,13 @@ class Executor:
         parts.extend(Part(fact, required=True) for fact in facts)
         return fit(parts, self._context_tokens - reserved - 2 * MESSAGE_OVERHEAD)
 
-    async def _recall(self, assigned: StepAssigned) -> list[Episode]:
+    async def _recall(self, assigned: StepAssigned) -> list[Recollection]:
         """Relevant results of other tasks (this task's own results come as step inputs)."""
         if self._recall_episodes == 0:
             return []
-        step = assigned.step
-        found = await self._memory.recall(
-            RecallQuery(
-                text=clip(f"{step.description} {step.input}".strip(), 2000),
-                namespace=self._namespace,
-                k=self._recall_episodes * 3,
-                kinds=("observation", "tool_result", "task_summary"),
-            )
-        )
-        fitting = [
-            s.episode
-            for s in found
-            if s.episode.task_id != assigned.task_id and s.relevance >= MIN_RELEVANCE
-        ]
-        return fitting[: self._recall_episodes]
+        query = recall_query(assigned.step, self._namespace, self._recall_episodes)
+        found = recollections(await self._memory.recall(query))
+        return relevant(found, assigned.task_id, self._recall_episodes)
 
     async def _record(self, run: _Attempt, result: StepResult) -> None:
         """Starts writing an action episode (what was asked), a result episode (what came of
@@ -499,6 +499,37 @@ class Executor:
                     steps,
                     exc,
                 )
+
+
+def recall_query(step: Step, namespace: str, episodes: int) -> RecallQuery:
+    """What memory is asked for a step: results and summaries of other tasks like it (three
+    candidates per episode wanted, as some belong to the task itself or match too little)."""
+    return RecallQuery(
+        text=clip(f"{step.description} {step.input}".strip(), 2000),
+        namespace=namespace,
+        k=episodes * 3,
+        kinds=("observation", "tool_result", "task_summary"),
+    )
+
+
+def recollections(found: Iterable[ScoredEpisode]) -> list[Recollection]:
+    """Recalled episodes as the protocol carries them (content clipped to its limit)."""
+    return [
+        Recollection(
+            kind=s.episode.kind,
+            provenance=s.episode.provenance,
+            content=clip(s.episode.content, 4000),
+            task_id=s.episode.task_id,
+            relevance=min(1.0, max(0.0, s.relevance)),
+        )
+        for s in found
+    ]
+
+
+def relevant(found: Iterable[Recollection], task_id: str, episodes: int) -> list[Recollection]:
+    """The first ``episodes`` recollections of other tasks that match well enough."""
+    fitting = [r for r in found if r.task_id != task_id and r.relevance >= MIN_RELEVANCE]
+    return fitting[:episodes]
 
 
 def direct_arguments(tool: TypedTool[Any], text: str) -> dict[str, Any] | None:

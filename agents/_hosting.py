@@ -250,6 +250,7 @@ class CoordinatorActor:
                 max_age_days=config.retention_max_age_days, keep_last=config.retention_keep_last
             ),
             compact_every=config.compact_every,
+            recall_episodes=settings.agents.recall_episodes,
         )
         self._recovered: list[str] | None = None
 

@@ -137,7 +137,23 @@ async def embed_episodes(
 
 async def embed_query(embedder: Embedder | None, query: RecallQuery) -> RecallQuery:
     """Adds the embedding of the query text when there is an embedder and no vector yet."""
-    if embedder is None or query.vector is not None or not query.text.strip():
-        return query
-    [vector] = await embedder.embed([query.text])
-    return query.model_copy(update={"vector": tuple(float(x) for x in vector)})
+    [query] = await embed_queries(embedder, [query])
+    return query
+
+
+async def embed_queries(
+    embedder: Embedder | None, queries: Sequence[RecallQuery]
+) -> list[RecallQuery]:
+    """``embed_query`` for several queries, with one call to the embedder."""
+    todo = [
+        i
+        for i, q in enumerate(queries)
+        if embedder is not None and q.vector is None and q.text.strip()
+    ]
+    done = list(queries)
+    if embedder is None or not todo:
+        return done
+    vectors = await embedder.embed([queries[i].text for i in todo])
+    for i, vector in zip(todo, vectors, strict=True):
+        done[i] = queries[i].model_copy(update={"vector": tuple(float(x) for x in vector)})
+    return done

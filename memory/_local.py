@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 from memory._embedded import EmbeddedStore
-from memory._embedding import Embedder, embed_episodes, embed_query
+from memory._embedding import Embedder, embed_episodes, embed_queries, embed_query
 from memory._episode import Episode, MemoryFilter, RecallQuery, ScoredEpisode
 from memory._protocol import Vectors
 
@@ -37,6 +37,11 @@ class LocalMemory:
         """See ``EpisodicMemory.recall``."""
         query = await embed_query(self._embedder, query)
         return await asyncio.to_thread(self._store.recall, query)
+
+    async def recall_many(self, queries: Sequence[RecallQuery]) -> list[list[ScoredEpisode]]:
+        """See ``EpisodicMemory.recall_many``."""
+        embedded = await embed_queries(self._embedder, queries)
+        return await asyncio.to_thread(lambda: [self._store.recall(q) for q in embedded])
 
     async def forget(self, where: MemoryFilter) -> int:
         """See ``EpisodicMemory.forget``."""

@@ -42,6 +42,11 @@ class EpisodicMemory(Protocol):
         """Returns up to ``query.k`` unexpired episodes that pass the filters, best first."""
         ...
 
+    async def recall_many(self, queries: Sequence[RecallQuery]) -> list[list[ScoredEpisode]]:
+        """``recall`` for several queries at once (one round trip where the store is remote),
+        one list per query, in order."""
+        ...
+
     async def forget(self, where: MemoryFilter) -> int:
         """Deletes every episode matching the filter (by age: ``until=cutoff``).
 

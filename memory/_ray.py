@@ -24,7 +24,7 @@ from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from memory._embedded import EmbeddedStore
-from memory._embedding import Embedder, embed_episodes, embed_query
+from memory._embedding import Embedder, embed_episodes, embed_queries, embed_query
 from memory._episode import Episode, MemoryFilter, RecallQuery, ScoredEpisode
 from memory._protocol import RecallWeights, Vectors
 from protocols import ConfigurationError, DeliveryError
@@ -68,6 +68,11 @@ class MemoryActor:
     def recall(self, query: RecallQuery) -> list[ScoredEpisode]:
         """See ``EmbeddedStore.recall``."""
         return self._store.recall(query)
+
+    @ray.method
+    def recall_many(self, queries: Sequence[RecallQuery]) -> list[list[ScoredEpisode]]:
+        """``recall`` for each query, in one call."""
+        return [self._store.recall(query) for query in queries]
 
     @ray.method
     def count(self, namespace: str = "default") -> int:
@@ -183,6 +188,11 @@ class RayMemory:
         """See ``EpisodicMemory.recall``."""
         query = await embed_query(self._embedder, query)
         return await _delivered(self._handle.recall.remote(query))
+
+    async def recall_many(self, queries: Sequence[RecallQuery]) -> list[list[ScoredEpisode]]:
+        """See ``EpisodicMemory.recall_many``: one actor call for all of them."""
+        embedded = await embed_queries(self._embedder, queries)
+        return await _delivered(self._handle.recall_many.remote(embedded))
 
     async def forget(self, where: MemoryFilter) -> int:
         """See ``EpisodicMemory.forget``."""

@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from memory._embedding import Embedder, embed_episodes, embed_query, normalise
+from memory._embedding import Embedder, embed_episodes, embed_queries, embed_query, normalise
 from memory._episode import Episode, MemoryFilter, RecallQuery, ScoredEpisode, utc_now
 from memory._protocol import RecallWeights, Vectors
 from memory._scoring import rank
@@ -167,6 +167,11 @@ class WeaviateMemory:
                 f"{self._settings.dimension}-d vectors: embed the query with the same model"
             )
         return await asyncio.to_thread(self._recall, query)
+
+    async def recall_many(self, queries: Sequence[RecallQuery]) -> list[list[ScoredEpisode]]:
+        """See ``EpisodicMemory.recall_many`` (one search per query, concurrently)."""
+        embedded = await embed_queries(self._embedder, queries)
+        return list(await asyncio.gather(*(self.recall(q) for q in embedded)))
 
     async def forget(self, where: MemoryFilter) -> int:
         """See ``EpisodicMemory.forget``."""

@@ -35,7 +35,7 @@ from protocols.errors import (
     TaskError,
     TroupeError,
 )
-from protocols.execution import StepAssigned, StepResult, ToolCall
+from protocols.execution import Recollection, StepAssigned, StepResult, ToolCall
 from protocols.messages import (
     MESSAGE_ADAPTER,
     SCHEMA_VERSION,
@@ -110,6 +110,7 @@ __all__ = [
     "Provenance",
     "RayBus",
     "RayDeadLetters",
+    "Recollection",
     "RemoteAgentError",
     "ReviewRequested",
     "ReviewVerdict",

@@ -20,6 +20,17 @@ class ToolCall(Message):
     ok: bool = Field(description="Whether the tool succeeded.")
 
 
+class Recollection(Message):
+    """An episode of another task that memory recalled for a step: context for the prompt,
+    quoted as data, never followed as instructions."""
+
+    kind: str = Field(max_length=40, description="The episode's kind (observation, ...).")
+    provenance: str = Field(max_length=40, description="Where it came from (agent, tool, ...).")
+    content: str = Field(max_length=4000)
+    task_id: TaskId | None = Field(default=None, description="The task it was recorded in.")
+    relevance: float = Field(ge=0, le=1, description="How well it matched the step.")
+
+
 class StepAssigned(Message):
     """Asks an executor to run one step."""
 
@@ -39,6 +50,12 @@ class StepAssigned(Message):
         max_length=200,
         description="task:step:attempt; tools de-duplicate side effects by it (a re-sent "
         "attempt after a crash carries the same key).",
+    )
+    recalled: tuple[Recollection, ...] | None = Field(
+        default=None,
+        max_length=20,
+        description="Episodes of other tasks recalled for this step by the coordinator (one "
+        "memory call per task instead of one per step); None: the executor recalls them.",
     )
 
 

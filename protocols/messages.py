@@ -38,7 +38,7 @@ AnyMessage = Annotated[
 
 MESSAGE_ADAPTER: Final[TypeAdapter[AnyMessage]] = TypeAdapter(AnyMessage)
 
-SCHEMA_VERSION: Final = "1.1"
+SCHEMA_VERSION: Final = "1.2"
 """major.minor: within one major version a change only adds optional fields (see the schema
 snapshot test), so every 1.x consumer parses every 1.y message it knows the type of."""
 

@@ -19,6 +19,8 @@ class InProcessTeam:
     planner_model: ScriptedModelClient
     executor_model: ScriptedModelClient
     reviewer_model: ScriptedModelClient
+    planner: Planner
+    reviewer: Reviewer
 
     def assert_complete(self) -> None:
         self.planner_model.assert_complete()
@@ -38,9 +40,13 @@ def build_team(
     bus = InProcessBus()
     tools = default_tools(memory=memory)
     workspaces = (data_dir or Path(tempfile.gettempdir())) / "workspaces"
-    bus.subscribe(Topics.PLANNER, AgentConsumer(Planner(planner, memory, tools)), group="p")
+    planning = Planner(planner, memory, tools)
+    reviewing = Reviewer(reviewer)
+    bus.subscribe(Topics.PLANNER, AgentConsumer(planning), group="p")
     for i in range(executors):
         agent = Executor(executor, memory, tools, name=f"executor-{i}", workspace_root=workspaces)
         bus.subscribe(Topics.EXECUTOR, AgentConsumer(agent), group="e")
-    bus.subscribe(Topics.REVIEWER, AgentConsumer(Reviewer(reviewer)), group="r")
-    return InProcessTeam(Coordinator(bus, memory), memory, planner, executor, reviewer)
+    bus.subscribe(Topics.REVIEWER, AgentConsumer(reviewing), group="r")
+    return InProcessTeam(
+        Coordinator(bus, memory), memory, planner, executor, reviewer, planning, reviewing
+    )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from agents import ModelRequest
-from memory import RecallQuery
-from protocols import Budget, TaskCompleted, TaskFailed, TaskSubmitted
+from agents import AgentConsumer, Coordinator, Executor, ModelRequest, default_tools
+from memory import EmbeddedStore, Episode, LocalMemory, RecallQuery, ScoredEpisode
+from protocols import Budget, InProcessBus, TaskCompleted, TaskFailed, TaskSubmitted, Topics
 from tests.agents.team import build_team
 from tests.fakes import ScriptedModelClient
 
@@ -260,3 +262,58 @@ def test_invented_numbers_and_a_vague_final_answer_are_sent_back(tmp_path: Path)
         in team.executor_model.requests[2].messages[-1]["content"]
     )
     team.assert_complete()
+
+
+class _CountingMemory:
+    """The team's memory, counting the recall calls that reach it."""
+
+    def __init__(self, inner: LocalMemory):
+        self.inner = inner
+        self.recalls = 0
+        self.batches: list[int] = []
+
+    async def recall(self, query: RecallQuery) -> list[ScoredEpisode]:
+        self.recalls += 1
+        return await self.inner.recall(query)
+
+    async def recall_many(self, queries: Sequence[RecallQuery]) -> list[list[ScoredEpisode]]:
+        self.batches.append(len(queries))
+        return await self.inner.recall_many(queries)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_the_coordinator_recalls_for_every_model_step_in_one_call(tmp_path: Path) -> None:
+    seen = LocalMemory(EmbeddedStore(None))
+    earlier = Episode.create(
+        kind="observation",
+        content="adding four to 391 gives 395",
+        agent="executor-0",
+        task_id="earlier-task",
+    )
+    asyncio.run(seen.remember([earlier]))
+    memory = _CountingMemory(seen)
+    executor_model = ScriptedModelClient({"answer": "395"}, {"answer": "395"})
+    executor = Executor(executor_model, memory, default_tools(), workspace_root=tmp_path / "ws")
+    team = build_team(
+        ScriptedModelClient(TWO_STEP_PLAN),
+        executor_model,
+        ScriptedModelClient(APPROVE, APPROVE),
+        data_dir=tmp_path,
+    )
+    bus = InProcessBus()
+    bus.subscribe(Topics.PLANNER, AgentConsumer(team.planner), group="p")
+    bus.subscribe(Topics.EXECUTOR, AgentConsumer(executor), group="e")
+    bus.subscribe(Topics.REVIEWER, AgentConsumer(team.reviewer), group="r")
+    coordinator = Coordinator(bus, memory)  # type: ignore[arg-type]
+
+    outcome = asyncio.run(coordinator.run(_task()))
+
+    assert isinstance(outcome, TaskCompleted), outcome
+    # "add four" and the final answer are model steps: one recall_many for both, and the
+    # executor did not ask memory itself
+    assert memory.batches == [2] and memory.recalls == 0
+    prompts = [r.messages[-1]["content"] for r in executor_model.requests]
+    assert all("adding four to 391 gives 395" in p for p in prompts), prompts
+    assert all("From memory (observation, from agent" in p for p in prompts)

@@ -68,6 +68,7 @@ def test_tasks_survive_sigkills_of_coordinator_executors_and_reviewer(
     (tmp_path / "workspaces").mkdir(parents=True)
     team = start_team(settings)
     try:
+        assert len(team.agents) == 4 and team.executors == team.agents[1:3]
         # A fault-free run first: the reference results.
         reference = {
             goal: _results(team.run(TaskSubmitted(task_id=f"ref-{i}", goal=goal)))

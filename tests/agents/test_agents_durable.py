@@ -209,6 +209,51 @@ async def test_a_task_is_journaled_before_acting_and_its_log_folds_and_audits(
     assert outcome.usage.model_calls == 1 + 4  # planner + four executor attempts
 
 
+async def test_dispatches_wait_for_the_group_commit_and_the_window_writes_them(
+    journal: SqliteJournal,
+) -> None:
+    crew = _crew()
+    crew.executor.hold["s1"] = asyncio.Event()
+    coordinator = crew.coordinator(journal, group_commit_s=1.0)
+    await coordinator.submit(_task())
+    await _until(lambda: crew.executor.ran()["s1"] == 1)
+    # s1 is dispatched; its step.started waits in memory for the task's next write
+    assert "step.started" not in _kinds(journal, "t1")
+    await _until(lambda: "step.started" in _kinds(journal, "t1"), timeout=5.0)  # window closed
+    crew.executor.hold["s1"].set()
+    outcome = await coordinator.wait("t1")
+    assert isinstance(outcome, TaskCompleted), outcome
+    kinds = _kinds(journal, "t1")
+    assert kinds.count("step.started") == 4 and kinds.count("step.committed") == 4
+    assert fold(journal.entries("t1")).status == "completed"
+    assert journal.audit("t1").ok
+
+
+async def test_a_crash_inside_the_group_commit_window_resends_the_step_with_its_key(
+    journal: SqliteJournal,
+) -> None:
+    crew = _crew()
+    crew.executor.hold["s2"] = asyncio.Event()
+    first = crew.coordinator(journal, group_commit_s=30.0)
+    await first.submit(_task())
+    await _until(lambda: crew.executor.ran()["s2"] == 1)
+    await first.close(flush=False)  # a crash: s2's dispatch, still in memory, is lost
+    started = [e.payload for e in journal.entries("t1") if isinstance(e.payload, StepStarted)]
+    assert [s.step_id for s in started] == ["s1"]
+    crew.executor.hold["s2"].set()
+    second = crew.coordinator(journal)
+    assert await second.recover() == ["t1"]
+    outcome = await second.wait("t1")
+    assert isinstance(outcome, TaskCompleted), outcome
+    # s1 was committed and did not run again; s2 ran again as attempt 1, same key
+    assert crew.executor.ran()["s1"] == 1
+    assert [a.idempotency_key for a in crew.executor.calls if a.step.id == "s2"] == [
+        "t1:s2:1",
+        "t1:s2:1",
+    ]
+    assert len({k for k in crew.executor.effects if k.startswith("t1:s2")}) == 1
+
+
 async def test_submitting_a_known_task_again_joins_it(journal: SqliteJournal) -> None:
     crew = _crew()
     coordinator = crew.coordinator(journal)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,12 @@ from agents import (
 from agents._builtin_tools import CalculatorTool
 from agents._context import Part, count_tokens, fit, fit_messages, message_tokens
 from agents._model import ChatMessage, FallbackModelClient
-from memory import EmbeddedStore, LocalMemory, RecallQuery
+from memory import EmbeddedStore, Episode, LocalMemory, RecallQuery
 from protocols import (
     AgentError,
     AnyMessage,
     ConfigurationError,
+    DeliveryError,
     PlanProposed,
     PlanRequested,
     Step,
@@ -572,3 +574,61 @@ def test_function_calling_round_trips_through_the_serve_app(
     assert set(looped.usage.templates) == {_version("executor_tools")}
     assert forced.usage.templates == (_version("arguments"),)
     assert set(json.loads(forced.tool_calls[-1].arguments)) == {"amount", "to"}
+
+
+# -- memory writes behind the result ----------------------------------------------------------
+
+
+class _SlowMemory:
+    """Memory whose writes wait for a gate (or fail), so a test sees what runs behind a step."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.inner = _memory()
+        self.gate = asyncio.Event()
+        self.writes: list[int] = []
+        self.fail = fail
+
+    async def remember(self, episodes: Sequence[Episode], **kwargs: Any) -> int:
+        await self.gate.wait()
+        if self.fail:
+            raise DeliveryError("memory actor unavailable", retryable=True)
+        self.writes.append(len(episodes))
+        return await self.inner.remember(episodes, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_episodes_are_written_behind_the_result_and_batched_while_a_write_is_out(
+    tmp_path: Path,
+) -> None:
+    memory = _SlowMemory()
+    model = ScriptedModelClient(*[("step_answer", {"answer": f"answer {i}"}) for i in range(3)])
+    executor = _executor(model, tmp_path, memory=memory)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        for i in range(3):  # three steps answer while memory is stuck
+            step = Step(id=f"s{i}", description="say it", tool="answer", input="", tools=())
+            result = await executor.handle(StepAssigned(task_id="t1", goal="g", step=step))
+            assert isinstance(result, StepResult) and result.output == f"answer {i}"
+        assert memory.writes == []
+        memory.gate.set()
+        await executor.flush()
+        # the first write took s0; s1 and s2 queued meanwhile and went in one write
+        assert memory.writes == [2, 4]
+        assert executor.write_failures == 0
+
+    asyncio.run(scenario())
+    found = asyncio.run(memory.inner.recall(RecallQuery(task_id="t1", kinds=("observation",))))
+    assert sorted(s.episode.content for s in found) == ["answer 0", "answer 1", "answer 2"]
+
+
+def test_a_memory_outage_does_not_fail_the_step_and_is_counted(tmp_path: Path) -> None:
+    memory = _SlowMemory(fail=True)
+    memory.gate.set()
+    model = ScriptedModelClient(("step_answer", {"answer": "fine"}))
+    executor = _executor(model, tmp_path, memory=memory)  # type: ignore[arg-type]
+    step = Step(id="s1", description="say it", tool="answer", input="", tools=())
+    result = _run(executor, StepAssigned(task_id="t1", goal="g", step=step))
+    assert (result.ok, result.output) == (True, "fine")
+    assert executor.write_failures == 1

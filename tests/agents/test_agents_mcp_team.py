@@ -240,6 +240,8 @@ def test_a_team_on_ray_runs_a_declared_mcp_step_and_gates_high_impact_mcp_tools(
     name = f"mcp-{uuid.uuid4().hex[:8]}"
     team = start_team(team_settings(tmp_path, calc_server(), name=name))
     try:
+        # by default the planner and reviewer run inside the coordinator's actor
+        assert team.agents == team.executors and len(team.executors) == 1
         plan = Plan(steps=(add_step(),))
         outcome = team.run(
             TaskSubmitted(task_id="t-add", goal="add 2 and 3", plan=plan), timeout_s=120

@@ -150,6 +150,18 @@ def test_text_recall_ranks_the_matching_episode_first(memory: EpisodicMemory) ->
     assert recall(memory, text="why did the database migration fail")[0].startswith("database")
 
 
+def test_recall_many_answers_each_query_as_recall_would(memory: EpisodicMemory) -> None:
+    run(memory.remember([ep("the weather in Paris is sunny"), ep("sent the weekly report")]))
+    queries = [RecallQuery(text="weather in Paris"), RecallQuery(text="weekly report", k=1)]
+    many = run(memory.recall_many(queries))
+    one_by_one = [run(memory.recall(q)) for q in queries]
+    assert [[s.episode.id for s in found] for found in many] == [
+        [s.episode.id for s in found] for found in one_by_one
+    ]
+    assert many[1][0].episode.content == "sent the weekly report"
+    assert run(memory.recall_many([])) == []
+
+
 def test_vector_recall_ranks_the_nearest_first(memory: EpisodicMemory) -> None:
     run(
         memory.remember(

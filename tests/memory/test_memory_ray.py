@@ -69,6 +69,13 @@ def test_agents_share_one_memory(handle: Any) -> None:
     # A retried write from either agent is not a new episode.
     assert ray.get(alice.record.remote("the invoice total is 4242 euros", "s1")) == 0
     assert run(RayMemory(handle).count()) == 2
+    # Several queries in one actor call, one answer per query in order.
+    many = run(
+        RayMemory(handle).recall_many(
+            [RecallQuery(text="shipping address", k=1), RecallQuery(text="invoice total", k=1)]
+        )
+    )
+    assert [[s.episode.agent for s in found] for found in many] == [["bob"], ["alice"]]
 
 
 def test_nothing_is_lost_when_the_actor_is_killed(handle: Any) -> None:
