@@ -1064,7 +1064,7 @@ class Coordinator:
                 continue
             try:
                 self._commit(run, [], sync=False)
-            except TroupeError as exc:  # kept in memory: the task's next write tries again
+            except Exception as exc:  # kept in memory: the task's next write tries again
                 logger.warning("journal write of %s failed: %s", run.task_id, exc)
 
     def _desired(self, run: _Run) -> TaskStatus:

@@ -476,10 +476,15 @@ class Executor:
             **common,  # type: ignore[arg-type]
         )
         self._queued.append((assigned, [action, outcome, *run.episodes]))
+        self._write_queued()
+        while len(self._queued) >= MAX_QUEUED_STEPS:  # back-pressure: memory is behind
+            await asyncio.shield(self._write_queued())
+
+    def _write_queued(self) -> asyncio.Task[None]:
+        """The writer, started if it is not running."""
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._drain())
-        while len(self._queued) >= MAX_QUEUED_STEPS and self._writer is not None:
-            await asyncio.shield(self._writer)  # back-pressure: memory is behind
+        return self._writer
 
     async def _drain(self) -> None:
         """Writes queued episodes, everything queued so far in one call, until none is left."""
