@@ -189,6 +189,7 @@ def build_agent(
             context_tokens=agents.context_tokens,
             tool_reply_tokens=agents.tool_reply_tokens,
             recall_episodes=agents.recall_episodes,
+            write_window_s=agents.episode_write_window_s,
             max_chars=agents.max_answer_chars,
             max_input_chars=agents.max_input_chars,
         )

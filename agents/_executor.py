@@ -123,10 +123,11 @@ class Executor:
 
     A step's episodes are written behind its result (write-behind): the result does not wait
     for memory, which is recall material, not the record of the task (the coordinator's
-    journal is). One writer sends them in order; what queues while a write is in flight goes
-    in the next one (one memory call for many steps under load; back-pressure past
-    ``MAX_QUEUED_STEPS``). A failed write is logged and counted in ``write_failures``;
-    ``flush`` waits until the queue is empty.
+    journal is). One writer sends them in order, gathering for ``write_window_s`` first:
+    everything queued by then (and while a write is in flight) goes in one memory call, so
+    a busy executor writes once per window instead of once per step, and its replies do not
+    compete with a write per step. Back-pressure past ``MAX_QUEUED_STEPS``. A failed write is
+    logged and counted in ``write_failures``; ``flush`` writes at once and waits.
 
     Args:
         model: Chat model for steps the model carries out and for tool arguments.
@@ -143,6 +144,8 @@ class Executor:
         recall_episodes: Relevant episodes of other tasks recalled into a prompt.
         max_chars: Longest free-text answer the model may give.
         max_input_chars: Longest earlier-step output or tool output quoted into a prompt.
+        write_window_s: How long the writer gathers episodes before a memory call (0: a call
+            as soon as a step has answered).
     """
 
     def __init__(
@@ -161,6 +164,7 @@ class Executor:
         recall_episodes: int = 2,
         max_chars: int = 240,
         max_input_chars: int = 600,
+        write_window_s: float = 0.1,
     ):
         self.name = name
         self._model = model
@@ -175,8 +179,11 @@ class Executor:
         self._recall_episodes = recall_episodes
         self._max_chars = max_chars
         self._max_input_chars = max_input_chars
+        self._write_window_s = write_window_s
         self._queued: list[tuple[StepAssigned, list[Episode]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._wake: asyncio.Future[None] | None = None
+        self._hurry = False
         self.write_failures = 0
         """Steps whose episodes could not be written."""
 
@@ -193,9 +200,16 @@ class Executor:
         return result
 
     async def flush(self) -> None:
-        """Waits until every step's episodes so far have been written (or failed, logged)."""
-        while self._writer is not None and not self._writer.done():
-            await asyncio.shield(self._writer)
+        """Writes every step's episodes so far now (no window) and waits until they have
+        landed (or failed, logged)."""
+        self._hurry = True
+        try:
+            while self._writer is not None and not self._writer.done():
+                if self._wake is not None and not self._wake.done():
+                    self._wake.set_result(None)
+                await asyncio.shield(self._writer)
+        finally:
+            self._hurry = False
 
     def _start(self, assigned: StepAssigned) -> _Attempt:
         tool = assigned.step.tool
@@ -487,8 +501,13 @@ class Executor:
         return self._writer
 
     async def _drain(self) -> None:
-        """Writes queued episodes, everything queued so far in one call, until none is left."""
+        """Writes queued episodes, everything queued within the window in one call, until
+        none is left."""
         while self._queued:
+            if self._write_window_s > 0 and not self._hurry:
+                self._wake = asyncio.get_running_loop().create_future()
+                await asyncio.wait({self._wake}, timeout=self._write_window_s)
+                self._wake = None
             batch, self._queued = self._queued, []
             try:
                 await self._memory.remember([e for _, episodes in batch for e in episodes])

@@ -124,6 +124,13 @@ class AgentSettings(_Settings):
         ge=32,
         description="max_tokens of a tool-loop turn (a tool call's arguments or the answer).",
     )
+    episode_write_window_s: float = Field(
+        default=0.1,
+        ge=0,
+        le=10,
+        description="How long an executor gathers its steps' episodes before writing them to "
+        "memory in one call (they are written behind the step's reply); 0: one call per step.",
+    )
     recall_episodes: int = Field(
         default=2,
         ge=0,

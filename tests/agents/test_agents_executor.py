@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -599,12 +600,19 @@ class _SlowMemory:
         return getattr(self.inner, name)
 
 
-def test_episodes_are_written_behind_the_result_and_batched_while_a_write_is_out(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("window_s", "writes"),
+    [
+        (0.0, [2, 4]),  # the first write takes s0; s1 and s2 queue meanwhile: one write
+        (0.1, [6]),  # all three answered within the window: one write
+    ],
+)
+def test_episodes_are_written_behind_the_result_in_batches(
+    tmp_path: Path, window_s: float, writes: list[int]
 ) -> None:
     memory = _SlowMemory()
     model = ScriptedModelClient(*[("step_answer", {"answer": f"answer {i}"}) for i in range(3)])
-    executor = _executor(model, tmp_path, memory=memory)  # type: ignore[arg-type]
+    executor = _executor(model, tmp_path, memory=memory, write_window_s=window_s)  # type: ignore[arg-type]
 
     async def scenario() -> None:
         for i in range(3):  # three steps answer while memory is stuck
@@ -614,13 +622,31 @@ def test_episodes_are_written_behind_the_result_and_batched_while_a_write_is_out
         assert memory.writes == []
         memory.gate.set()
         await executor.flush()
-        # the first write took s0; s1 and s2 queued meanwhile and went in one write
-        assert memory.writes == [2, 4]
+        assert memory.writes == writes
         assert executor.write_failures == 0
 
     asyncio.run(scenario())
     found = asyncio.run(memory.inner.recall(RecallQuery(task_id="t1", kinds=("observation",))))
     assert sorted(s.episode.content for s in found) == ["answer 0", "answer 1", "answer 2"]
+
+
+def test_flush_writes_at_once_without_waiting_for_the_window(tmp_path: Path) -> None:
+    memory = _SlowMemory()
+    memory.gate.set()
+    model = ScriptedModelClient(("step_answer", {"answer": "fine"}))
+    executor = _executor(model, tmp_path, memory=memory, write_window_s=30.0)  # type: ignore[arg-type]
+
+    async def scenario() -> float:
+        step = Step(id="s1", description="say it", tool="answer", input="", tools=())
+        await executor.handle(StepAssigned(task_id="t1", goal="g", step=step))
+        await asyncio.sleep(0.05)
+        assert memory.writes == []  # gathering: the window is 30 s
+        started = time.monotonic()
+        await executor.flush()
+        return time.monotonic() - started
+
+    assert asyncio.run(scenario()) < 5.0
+    assert memory.writes == [2]
 
 
 def test_a_memory_outage_does_not_fail_the_step_and_is_counted(tmp_path: Path) -> None:

@@ -202,7 +202,13 @@ def _assigned(tool: str, argument: str) -> StepAssigned:
 def test_executor_runs_the_calculator_without_the_model_and_records_episodes() -> None:
     memory = _memory()
     executor = Executor(ScriptedModelClient(), memory, TOOLS)
-    result = asyncio.run(executor.handle(_assigned("calculator", "2 + 3")))
+
+    async def handle() -> object:
+        result = await executor.handle(_assigned("calculator", "2 + 3"))
+        await executor.flush()  # the episodes are written behind the result
+        return result
+
+    result = asyncio.run(handle())
     assert isinstance(result, StepResult)
     assert (result.output, result.ok) == ("5", True)
     assert result.tool_calls == (
