@@ -251,6 +251,7 @@ class SqliteJournal:
             row = db.execute(
                 "SELECT status, last_seq, head_hash FROM tasks WHERE task_id = ?", (task_id,)
             ).fetchone()
+            rows, blobs = [], []
             for kind, payload, data, payload_sha in prepared:
                 status, seq, previous = self._next_position(task_id, kind, payload, row)
                 large = len(data) > self._config.blob_threshold_bytes
@@ -258,12 +259,8 @@ class SqliteJournal:
                     previous, canonical_entry(task_id, seq, kind, at_text, payload_sha)
                 )
                 if large:
-                    db.execute(
-                        "INSERT OR IGNORE INTO blobs (sha, data) VALUES (?, ?)", (payload_sha, data)
-                    )
-                db.execute(
-                    "INSERT INTO entries (task_id, seq, kind, at, payload, blob_sha, payload_sha,"
-                    " previous_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    blobs.append((payload_sha, data))
+                rows.append(
                     (
                         task_id,
                         seq,
@@ -274,11 +271,12 @@ class SqliteJournal:
                         payload_sha,
                         previous,
                         digest,
-                    ),
+                    )
                 )
                 row = (status, seq, digest)
+                # Every field is ours and checked above: no validation pass needed.
                 written.append(
-                    JournalEntry(
+                    JournalEntry.model_construct(
                         task_id=task_id,
                         seq=seq,
                         kind=kind,
@@ -289,6 +287,13 @@ class SqliteJournal:
                         blob=payload_sha if large else None,
                     )
                 )
+            if blobs:
+                db.executemany("INSERT OR IGNORE INTO blobs (sha, data) VALUES (?, ?)", blobs)
+            db.executemany(
+                "INSERT INTO entries (task_id, seq, kind, at, payload, blob_sha, payload_sha,"
+                " previous_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
             status, seq, digest = row
             self._upsert_task(db, task_id, status=status, seq=seq, head=digest, at=at_text)
         return written
