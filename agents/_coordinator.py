@@ -646,6 +646,7 @@ class Coordinator:
             self._check_budget(run)
             attempt = run.next_attempt(step.id)
             key = idempotency_key(run.task_id, step.id, attempt)
+            recorded = run.history.take_result(step.id, attempt)
             assigned = StepAssigned(
                 task_id=run.task_id,
                 goal=run.task.goal,
@@ -654,11 +655,9 @@ class Coordinator:
                 feedback=feedback,
                 attempt=attempt,
                 idempotency_key=key,
+                recalled=None if recorded is not None else await self._recalled(run, step),
             )
             started = StepStarted(step_id=step.id, attempt=attempt, idempotency_key=key)
-            recorded = run.history.take_result(step.id, attempt)
-            if recorded is None:
-                assigned = assigned.model_copy(update={"recalled": await self._recalled(run, step)})
             try:
                 # The review's write syncs the result: a result lost to a power cut before
                 # then is a step still in flight, re-sent with the same key.

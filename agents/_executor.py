@@ -513,14 +513,12 @@ class Executor:
                 await self._memory.remember([e for _, episodes in batch for e in episodes])
             except Exception as exc:  # memory is recall material: its outage must not fail a step
                 self.write_failures += len(batch)
-                steps = ", ".join(f"{a.task_id}/{a.step.id}#{a.attempt}" for a, _ in batch[:5]) + (
-                    " ..." if len(batch) > 5 else ""
-                )
+                steps = [f"{a.task_id}/{a.step.id}#{a.attempt}" for a, _ in batch]
                 logger.warning(
                     "%s: the episodes of %d step(s) were not remembered (%s): %s",
                     self.name,
-                    len(batch),
-                    steps,
+                    len(steps),
+                    ", ".join(steps[:5]) + (" ..." if len(steps) > 5 else ""),
                     exc,
                 )
 
