@@ -604,7 +604,7 @@ class _SlowMemory:
     ("window_s", "writes"),
     [
         (0.0, [2, 4]),  # the first write takes s0; s1 and s2 queue meanwhile: one write
-        (0.1, [6]),  # all three answered within the window: one write
+        (5.0, [6]),  # all three answered within the window: one write (flush cuts it short)
     ],
 )
 def test_episodes_are_written_behind_the_result_in_batches(
