@@ -212,7 +212,8 @@ COLOCATED_TOPICS: Final[dict[str, tuple[str, str]]] = {
     "planner": (Topics.PLANNER, "planners"),
     "reviewer": (Topics.REVIEWER, "reviewers"),
 }
-"""Where each role that can run inside the coordinator's actor subscribes: (topic, group)."""
+"""Where the roles that can run inside the coordinator's actor subscribe, there or in actors of
+their own: (topic, group)."""
 
 
 class CoordinatorActor:

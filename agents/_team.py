@@ -12,7 +12,7 @@ from ray.actor import ActorHandle
 from ray.exceptions import RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from agents._hosting import REMOTE_AGENT, REMOTE_COORDINATOR
+from agents._hosting import COLOCATED_TOPICS, REMOTE_AGENT, REMOTE_COORDINATOR
 from agents._settings import TroupeSettings
 from memory import WeaviateMemory, memory_actor
 from protocols import (
@@ -120,21 +120,16 @@ def start_team(settings: TroupeSettings) -> Team:
     memory_handle = _start_memory(settings)
     # Agents come back after a crash; the coordinator re-sends the step (same idempotency key).
     options = {"num_cpus": settings.agents.num_cpus, "max_restarts": -1}
-    colocated = settings.agents.colocated  # these run inside the coordinator's actor
-    planner = (
-        None
-        if "planner" in colocated
-        else REMOTE_AGENT.options(**options).remote("planner", "planner", settings)
-    )
+    # Planner and reviewer get actors unless they run inside the coordinator's (colocated).
+    singles = {
+        role: REMOTE_AGENT.options(**options).remote(role, role, settings)
+        for role in COLOCATED_TOPICS
+        if role not in settings.agents.colocated
+    }
     executors = [
         REMOTE_AGENT.options(**options).remote("executor", f"executor-{i}", settings)
         for i in range(settings.agents.executors)
     ]
-    reviewer = (
-        None
-        if "reviewer" in colocated
-        else REMOTE_AGENT.options(**options).remote("reviewer", "reviewer", settings)
-    )
     letters_existed = _named_actor_exists(settings.bus.actor_name)
     letters = dead_letter_actor(
         str(settings.bus.dead_letters_path.resolve()), name=settings.bus.actor_name
@@ -142,12 +137,11 @@ def start_team(settings: TroupeSettings) -> Team:
     bus = RayBus(
         RayDeadLetters(letters), settings.bus.config.model_copy(update={"members_restart": True})
     )
-    if planner is not None:
-        bus.subscribe(Topics.PLANNER, planner, group="planners")
+    for role, actor in singles.items():
+        topic, group = COLOCATED_TOPICS[role]
+        bus.subscribe(topic, actor, group=group)
     for executor in executors:
         bus.subscribe(Topics.EXECUTOR, executor, group="executors")
-    if reviewer is not None:
-        bus.subscribe(Topics.REVIEWER, reviewer, group="reviewers")
     # On this (the head) node, next to the journal file; restarted after a crash, and the
     # calls in progress then (a caller's wait) are retried on the new instance.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
@@ -157,6 +151,7 @@ def start_team(settings: TroupeSettings) -> Team:
         max_task_retries=-1,
         scheduling_strategy=here,
     ).remote(bus, settings)
+    planner, reviewer = singles.get("planner"), singles.get("reviewer")
     agents = [a for a in (planner, *executors, reviewer) if a is not None]
     team = Team(
         bus=bus,
