@@ -234,13 +234,18 @@ def build_app(settings: ServeSettings) -> serve.Application:
     for model in settings.models:
         if isinstance(model, VllmSettings):
             require_vllm(model)
-    handles = {model.name: _model_app(model) for model in settings.models if not model.colocated}
+    handles = {
+        model.name: _model_app(model, access_log=settings.access_log)
+        for model in settings.models
+        if not model.colocated
+    }
     ingress = serve.deployment(**ingress_deployment_options(settings))(OpenAIIngress)
     return ingress.bind(settings.models, handles, settings.api_keys)
 
 
-def _model_app(model: ModelSettings) -> serve.Application:
-    return serve.deployment(**model_deployment_options(model))(ModelDeployment).bind(model)
+def _model_app(model: ModelSettings, *, access_log: bool) -> serve.Application:
+    options = model_deployment_options(model, access_log=access_log)
+    return serve.deployment(**options)(ModelDeployment).bind(model)
 
 
 def ingress_deployment_options(settings: ServeSettings) -> dict[str, Any]:
@@ -258,6 +263,7 @@ def ingress_deployment_options(settings: ServeSettings) -> dict[str, Any]:
             "runtime_env": {"env_vars": env_vars},
         },
         "max_ongoing_requests": settings.ingress_max_ongoing_requests,
+        "logging_config": _logging_config(settings.access_log),
     }
 
 
@@ -265,8 +271,16 @@ def _loads_hub_weights(model: ModelSettings) -> bool:
     return isinstance(model, SentenceTransformersSettings | TransformersSettings | VllmSettings)
 
 
-def model_deployment_options(model: ModelSettings) -> dict[str, Any]:
-    """Serve deployment options for ``model``: resources, concurrency, replicas or autoscaling."""
+def _logging_config(access_log: bool) -> dict[str, Any]:
+    return {"enable_access_log": access_log}
+
+
+def model_deployment_options(model: ModelSettings, *, access_log: bool = False) -> dict[str, Any]:
+    """Serve deployment options for ``model``: resources, concurrency, replicas or autoscaling.
+
+    ``access_log`` turns on Serve's per-request log lines in the model's replicas
+    (``ServeSettings.access_log``).
+    """
     env_vars = dict(REPLICA_ENV)
     if _loads_hub_weights(model):
         # Weights come from a local directory; a hub lookup would hang on an offline machine.
@@ -280,6 +294,7 @@ def model_deployment_options(model: ModelSettings) -> dict[str, Any]:
         "name": model.deployment_name,
         "ray_actor_options": actor_options,
         "max_ongoing_requests": model.max_ongoing_requests,
+        "logging_config": _logging_config(access_log),
     }
     if model.autoscaling:
         options["autoscaling_config"] = {
@@ -307,7 +322,9 @@ def deploy(settings: ServeSettings) -> str:
     """Starts Serve (if needed) and runs the app; returns the OpenAI base URL.
 
     Connects to the Ray that is already initialised in this process, or starts one.
-    ``serve.start`` keeps the HTTP options of a Serve instance that is already running.
+    ``serve.start`` keeps the HTTP options and the proxies' logging (``access_log``) of a Serve
+    instance that is already running; the app's replicas follow ``settings.access_log`` either
+    way.
     API keys of passthrough models named by ``api_key_env`` are read from the environment here.
 
     Args:
@@ -317,7 +334,10 @@ def deploy(settings: ServeSettings) -> str:
         The base URL for an OpenAI client, e.g. ``http://127.0.0.1:8000/v1``.
     """
     app = build_app(settings.with_secrets(os.environ))
-    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.start(
+        http_options={"host": settings.host, "port": settings.port},
+        logging_config=_logging_config(settings.access_log),
+    )
     serve.run(app, name=settings.app_name, route_prefix=settings.route_prefix)
     return settings.base_url
 

@@ -197,6 +197,7 @@ def test_config_file_matches_the_defaults() -> None:
     assert application["name"] == settings.app_name
     assert application["route_prefix"] == settings.route_prefix
     assert config["http_options"] == {"host": settings.host, "port": settings.port}
+    assert config["logging_config"] == {"enable_access_log": settings.access_log}
 
 
 def test_config_file_is_a_valid_serve_config() -> None:
@@ -225,6 +226,7 @@ def test_fixed_replicas_without_autoscaling() -> None:
             "runtime_env": {"env_vars": REPLICA_ENV},
         },
         "max_ongoing_requests": 7,
+        "logging_config": {"enable_access_log": False},
         "num_replicas": 1,
     }
 
@@ -332,3 +334,16 @@ def test_ingress_reserves_what_its_colocated_models_need() -> None:
     assert actor["runtime_env"]["env_vars"] == {**REPLICA_ENV, **OFFLINE_ENV}
     assert options["num_replicas"] == 1
     assert options["max_ongoing_requests"] == settings.ingress_max_ongoing_requests
+    assert options["logging_config"] == {"enable_access_log": False}
+
+
+def test_access_log_reaches_every_replica_when_asked() -> None:
+    from serve._app import ingress_deployment_options, model_deployment_options
+
+    settings = ServeSettings(access_log=True)
+    model = LlamaCppSettings(colocate=False)
+
+    assert ingress_deployment_options(settings)["logging_config"] == {"enable_access_log": True}
+    assert model_deployment_options(model, access_log=True)["logging_config"] == {
+        "enable_access_log": True
+    }
