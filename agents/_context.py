@@ -32,10 +32,17 @@ MESSAGE_OVERHEAD = 4
 MIN_PART_CHARS = 80
 
 
+# The ASCII characters that count a quarter token (str.isalpha or str.isspace), for the fast path.
+_ASCII_QUARTER = bytes(c for c in range(128) if chr(c).isalpha() or chr(c).isspace())
+
+
 def count_tokens(text: str) -> int:
     """Approximate tokens of ``text``, rather too many than too few: one per digit or
     punctuation mark, plus ``ceil(other characters / 4)``."""
-    single = sum(1 for c in text if not (c.isalpha() or c.isspace()))
+    if text.isascii():  # the usual case, counted in C: ~100x faster than the loop below
+        single = len(text.encode("ascii").translate(None, _ASCII_QUARTER))
+    else:
+        single = sum(1 for c in text if not (c.isalpha() or c.isspace()))
     return single + -(-(len(text) - single) // CHARS_PER_TOKEN)
 
 

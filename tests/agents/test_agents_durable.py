@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -252,6 +253,63 @@ async def test_a_crash_inside_the_group_commit_window_resends_the_step_with_its_
         "t1:s2:1",
     ]
     assert len({k for k in crew.executor.effects if k.startswith("t1:s2")}) == 1
+
+
+class _RecordingJournal:
+    """A journal that notes each write (its kinds and whether it fsyncs) and each ``sync``."""
+
+    def __init__(self, journal: SqliteJournal):
+        self._journal = journal
+        self.calls: list[tuple[str, list[str], bool | str]] = []
+
+    def append(self, task_id: str, kind: str, payload: Any) -> Any:
+        self.calls.append(("append", [kind], True))
+        return self._journal.append(task_id, kind, payload)
+
+    def append_many(self, task_id: str, items: Any, *, sync: bool = True) -> Any:
+        self.calls.append(("append", [kind for kind, _ in items], sync))
+        return self._journal.append_many(task_id, items, sync=sync)
+
+    def sync(self) -> None:
+        self.calls.append(("sync", [], threading.current_thread().name))
+        self._journal.sync()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._journal, name)
+
+
+async def test_plans_and_verdicts_commit_at_once_and_reach_the_disk_off_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    journal = _RecordingJournal(
+        SqliteJournal(JournalConfig(data_dir=tmp_path / "journal", synchronous="FULL"))
+    )
+    crew = _crew()
+    coordinator = crew.coordinator(journal)
+    outcome = await coordinator.run(_task())
+    await coordinator.flush()
+    assert isinstance(outcome, TaskCompleted), outcome
+    calls = journal.calls
+    soon = [
+        i
+        for i, (op, kinds, _) in enumerate(calls)
+        if op == "append" and ("plan.proposed" in kinds or "review.verdict" in kinds)
+    ]
+    assert len(soon) == 1 + 4  # the plan and four verdicts, each committed without an fsync
+    assert all(calls[i][2] is False for i in soon)
+    # each is followed by an fsync of the log in the coordinator's sync thread (one fsync
+    # may cover several) or by a write that fsyncs itself
+    for i in soon:
+        assert any(op == "sync" or sync is True for op, _, sync in calls[i + 1 :]), calls[i]
+    threads = {str(name) for op, _, name in calls if op == "sync"}
+    assert threads and all(name.startswith("journal-sync") for name in threads)
+    # what others are told of is synced when written: the submission and the outcome
+    synced = [kinds for op, kinds, sync in calls if op == "append" and sync is True]
+    assert {"task.submitted", "task.completed"} <= {kind for kinds in synced for kind in kinds}
+    # a process crash now loses nothing: another connection reads every entry
+    with SqliteJournal(JournalConfig(data_dir=tmp_path / "journal")) as again:
+        assert fold(again.entries("t1")).status == "completed"
+        assert set(fold(again.entries("t1")).committed) == {"s1", "s2", "s3", "final"}
 
 
 async def test_submitting_a_known_task_again_joins_it(journal: SqliteJournal) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import Field
 
 from agents import (
@@ -481,6 +483,17 @@ def test_fit_clips_the_longest_flexible_part_first_and_never_exceeds() -> None:
     assert "aaa" not in tight  # the oldest flexible part went first
     # nothing to clip: unchanged
     assert fit(parts[:1], 100) == "Goal: add things"
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x3000), max_size=80))
+def test_the_token_count_of_ascii_text_matches_its_definition(text: str) -> None:
+    # ASCII text is counted in C; it must agree with the character-by-character definition
+    # (ASCII control characters and \x1c-\x1f count as spaces for str.isspace).
+    single = sum(1 for c in text if not (c.isalpha() or c.isspace()))
+    assert count_tokens(text) == single + -(-(len(text) - single) // 4)
+    ascii_only = text.encode("ascii", "ignore").decode()
+    single = sum(1 for c in ascii_only if not (c.isalpha() or c.isspace()))
+    assert count_tokens(ascii_only) == single + -(-(len(ascii_only) - single) // 4)
 
 
 def test_the_token_estimate_does_not_undercount_the_bundled_tokenizer() -> None:

@@ -396,3 +396,31 @@ def test_an_unsynced_write_is_kept_and_full_sync_comes_back(tmp_path: Path) -> N
         assert journal.audit("t1").ok
     with open_journal(tmp_path, synchronous="FULL") as again:
         assert len(again.entries("t1")) == 3
+
+
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+def test_sync_fsyncs_the_write_ahead_log_under_full_only(
+    tmp_path: Path, synchronous: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    with open_journal(tmp_path, synchronous=synchronous) as journal:
+        journal.append("t1", "task.submitted", submitted("t1"))
+        started = StepStarted(step_id="s1", attempt=1, idempotency_key="t1:s1:1")
+        journal.append_many("t1", [("step.started", started)], sync=False)
+        monkeypatch.setattr(os, "fsync", fsync)
+        # from another thread, as the coordinator calls it, while this one keeps appending
+        worker = threading.Thread(target=journal.sync)
+        worker.start()
+        journal.append_many("t1", [("step.result", result("t1"))], sync=False)
+        worker.join()
+        monkeypatch.undo()
+        assert synced == (["journal.sqlite3-wal"] if synchronous == "FULL" else [])
+        assert [e.kind for e in journal.entries("t1")][-2:] == ["step.started", "step.result"]
