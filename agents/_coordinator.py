@@ -128,7 +128,9 @@ class _Run:
     inner: asyncio.Future[StepRecord] | None = None
     done: asyncio.Future[Outcome] | None = None
     written: set[int] = field(default_factory=set)
-    recall: tuple[Plan, asyncio.Future[dict[str, tuple[Recollection, ...]]]] | None = None
+    recall: tuple[Plan, dict[str, asyncio.Future[dict[str, tuple[Recollection, ...]]]]] | None = (
+        None
+    )
     unsynced: list[tuple[str, JournalPayload]] = field(default_factory=list)
     scanned: int = 0
 
@@ -707,9 +709,11 @@ class Coordinator:
     async def _recalled(self, run: _Run, step: Step) -> tuple[Recollection, ...] | None:
         """What memory holds for ``step`` from other tasks, for the executor's prompt.
 
-        One ``recall_many`` per plan covers every model step (and the final answer), instead
-        of one memory round trip per step from the executor. None (the executor recalls
-        itself): a tool step, no memory, or the recall failed.
+        Two ``recall_many`` calls per plan, sent together, cover every model step (and the
+        final answer), instead of one memory round trip per step from the executor: one for
+        the steps that can start at once, which wait for it, and one for the rest, which
+        arrives while the first steps run. None (the executor recalls itself): a tool step, no
+        memory, or the recall failed.
         """
         if self._memory is None or self._recall_episodes == 0 or step.tool != MODEL_TOOL:
             return None
@@ -723,8 +727,20 @@ class Coordinator:
                 else [*plan.steps, _final_step(run, plan)]
             )
             wanted = [s for s in steps if s.tool == MODEL_TOOL]
-            run.recall = (plan, asyncio.ensure_future(self._recall_all(run, wanted)))
-        found = await asyncio.shield(run.recall[1])  # shared by the plan's steps
+            first = {s.id for s in plan.ready(())}
+            futures: dict[str, asyncio.Future[dict[str, tuple[Recollection, ...]]]] = {}
+            for group in (
+                [s for s in wanted if s.id in first],
+                [s for s in wanted if s.id not in first],
+            ):
+                if group:  # the first is sent first, and the memory answers in order
+                    sent = asyncio.ensure_future(self._recall_all(run, group))
+                    futures.update((s.id, sent) for s in group)
+            run.recall = (plan, futures)
+        batch = run.recall[1].get(step.id)
+        if batch is None:
+            return None
+        found = await asyncio.shield(batch)  # shared by the steps of its group
         return found.get(step.id)
 
     async def _recall_all(

@@ -317,3 +317,62 @@ def test_the_coordinator_recalls_for_every_model_step_in_one_call(tmp_path: Path
     prompts = [r.messages[-1]["content"] for r in executor_model.requests]
     assert all("adding four to 391 gives 395" in p for p in prompts), prompts
     assert all("From memory (observation, from agent" in p for p in prompts)
+
+
+class _HeldMemory(_CountingMemory):
+    """Counts recalls like ``_CountingMemory``; every ``recall_many`` after the first waits
+    for ``release``."""
+
+    def __init__(self, inner: LocalMemory):
+        super().__init__(inner)
+        self.release = asyncio.Event()
+
+    async def recall_many(self, queries: Sequence[RecallQuery]) -> list[list[ScoredEpisode]]:
+        self.batches.append(len(queries))
+        if len(self.batches) > 1:
+            await self.release.wait()
+        return await self.inner.recall_many(queries)
+
+
+def test_the_first_steps_start_without_waiting_for_the_later_steps_recall(
+    tmp_path: Path,
+) -> None:
+    chain = {
+        "steps": [
+            {"description": "multiply", "tool": "answer", "input": "", "depends_on": []},
+            {"description": "add four", "tool": "answer", "input": "", "depends_on": [1]},
+        ]
+    }
+    memory = _HeldMemory(LocalMemory(EmbeddedStore(None)))
+    executor_model = ScriptedModelClient({"answer": "391"}, {"answer": "395"}, {"answer": "395"})
+    executor = Executor(executor_model, memory, default_tools(), workspace_root=tmp_path / "ws")
+    team = build_team(
+        ScriptedModelClient(chain),
+        executor_model,
+        ScriptedModelClient(APPROVE, APPROVE, APPROVE),
+        data_dir=tmp_path,
+    )
+    bus = InProcessBus()
+    bus.subscribe(Topics.PLANNER, AgentConsumer(team.planner), group="p")
+    bus.subscribe(Topics.EXECUTOR, AgentConsumer(executor), group="e")
+    bus.subscribe(Topics.REVIEWER, AgentConsumer(team.reviewer), group="r")
+    coordinator = Coordinator(bus, memory)  # type: ignore[arg-type]
+
+    async def scenario() -> object:
+        task_id = await coordinator.submit(_task())
+        for _ in range(500):  # the first step runs while the later steps' recall is held
+            if executor_model.requests:
+                break
+            await asyncio.sleep(0.01)
+        assert len(executor_model.requests) == 1
+        assert memory.batches == [1, 2]  # s1 now; s2 and the final answer sent alongside
+        memory.release.set()
+        outcome = await coordinator.wait(task_id)
+        await coordinator.flush()
+        await executor.flush()
+        return outcome
+
+    outcome = asyncio.run(scenario())
+
+    assert isinstance(outcome, TaskCompleted), outcome
+    assert len(executor_model.requests) == 3 and memory.recalls == 0
