@@ -4,7 +4,9 @@ In one run, with the same llama.cpp threads on both sides: raw llama-cpp-python 
 Serve endpoint through the `openai` client, single stream and at concurrency 4 and 16 (greedy,
 same prompt, same token count); then raw sentence-transformers vs `/v1/embeddings`. Starts a
 private local Ray, deletes its app and stops only that Ray. Prints one JSON object as the last
-line. The raw side runs while the Serve replicas sit idle, so the two never share the cores.
+line. Raw and served requests alternate one by one (the order rotating), so a change of load on
+a shared machine hits both sides alike; the raw side runs while the Serve replicas sit idle and
+the other way round, so the two never share the cores.
 
     .venv/bin/python bench/serve.py [--threads 1] [--requests 6] [--max-tokens 32]
         [--colocate auto|yes|no]
@@ -13,8 +15,9 @@ line. The raw side runs while the Serve replicas sit idle, so the two never shar
 as both models have one fixed CPU replica), `no` gives each model a deployment of its own (one
 replica hop more per request).
 
-`overhead_ms_p50` compares the timed requests; `overhead_ms_p50_1_token` compares 30 requests of
-one completion token each, which isolates the per-request cost of the Serve path.
+`overhead_ms_p50` compares the timed requests (p50 served - p50 raw); `overhead_ms_p50_1_token`
+compares 30 requests of one completion token each, which isolates the per-request cost of the
+Serve path from the ~10 ms that 32 decode steps vary by on a shared machine.
 
 On a shared 2-core machine numbers move with whatever else runs; compare within one run.
 """
@@ -28,6 +31,7 @@ import socket
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -69,38 +73,43 @@ def _p50(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def raw_chat(threads: int, requests: int, max_tokens: int) -> dict[str, Any]:
-    """Raw llama-cpp-python: latency and tokens/s of the same greedy request, one at a time."""
-    import llama_cpp
+class RawChat:
+    """Raw llama-cpp-python in this process, with the bundled model and ``threads`` threads."""
 
-    llm = llama_cpp.Llama(
-        model_path=str(bundled_model_path()), n_ctx=2048, n_threads=threads, verbose=False
-    )
+    def __init__(self, threads: int) -> None:
+        import llama_cpp
 
-    def once() -> tuple[float, int]:
+        self._llm = llama_cpp.Llama(
+            model_path=str(bundled_model_path()), n_ctx=2048, n_threads=threads, verbose=False
+        )
+
+    def __call__(self, max_tokens: int) -> tuple[float, int]:
+        """One greedy request: its latency in seconds and its completion tokens."""
         started = time.perf_counter()
-        out: Any = llm.create_chat_completion(
+        out: Any = self._llm.create_chat_completion(
             messages=PROMPT,  # type: ignore[arg-type]
             max_tokens=max_tokens,
             temperature=0,
         )
         return time.perf_counter() - started, int(out["usage"]["completion_tokens"])
 
-    once()  # warm-up
-    runs = [once() for _ in range(requests)]
-    one_token = []
-    for _ in range(OVERHEAD_REQUESTS):
-        started = time.perf_counter()
-        llm.create_chat_completion(messages=PROMPT, max_tokens=1, temperature=0)  # type: ignore[arg-type]
-        one_token.append(time.perf_counter() - started)
-    llm.close()
-    seconds = [s for s, _ in runs]
-    return {
-        "latency_ms_p50": _p50(seconds) * 1000,
-        "one_token_ms_p50": _p50(one_token) * 1000,
-        "tokens_s": sum(n for _, n in runs) / sum(seconds),
-        "tokens": [n for _, n in runs],
-    }
+    def close(self) -> None:
+        self._llm.close()
+
+
+def interleaved(
+    raw: Callable[[], tuple[float, int]], served: Callable[[], tuple[float, int]], count: int
+) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
+    """``count`` requests each side, alternating (who goes first rotates); both lists of runs."""
+    raw_runs, served_runs = [], []
+    for i in range(count):
+        if i % 2 == 0:
+            raw_runs.append(raw())
+            served_runs.append(served())
+        else:
+            served_runs.append(served())
+            raw_runs.append(raw())
+    return raw_runs, served_runs
 
 
 def served_chat(client: openai.OpenAI, model: str, max_tokens: int) -> tuple[float, int]:
@@ -162,7 +171,9 @@ def served_embeddings(client: openai.OpenAI, model: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp and torch threads")
-    parser.add_argument("--requests", type=int, default=6, help="sequential requests to time")
+    parser.add_argument(
+        "--requests", type=int, default=10, help="sequential requests to time, each side"
+    )
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument(
         "--colocate",
@@ -190,10 +201,23 @@ def main() -> None:
     try:
         base_url = deploy(settings)
         client = openai.OpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=300)
-        served_chat(client, chat_model.name, 4)  # warm-up; replicas then idle during raw runs
-        raw = raw_chat(args.threads, args.requests, args.max_tokens)
-        runs = [served_chat(client, chat_model.name, args.max_tokens) for _ in range(args.requests)]
-        one_token = [served_chat(client, chat_model.name, 1)[0] for _ in range(OVERHEAD_REQUESTS)]
+        raw_chat = RawChat(args.threads)
+        try:
+            for tokens in (4, 1):  # warm-up, both sides
+                raw_chat(tokens)
+                served_chat(client, chat_model.name, tokens)
+            raw_runs, runs = interleaved(
+                lambda: raw_chat(args.max_tokens),
+                lambda: served_chat(client, chat_model.name, args.max_tokens),
+                args.requests,
+            )
+            raw_one, served_one = interleaved(
+                lambda: raw_chat(1),
+                lambda: served_chat(client, chat_model.name, 1),
+                OVERHEAD_REQUESTS,
+            )
+        finally:
+            raw_chat.close()
         ttft = [first_token_s(client, chat_model.name, args.max_tokens) for _ in range(5)]
         concurrent = {
             c: burst(client, chat_model.name, clients=c, max_tokens=args.max_tokens)
@@ -206,21 +230,27 @@ def main() -> None:
         ray.shutdown()
 
     seconds = [s for s, _ in runs]
+    raw_seconds = [s for s, _ in raw_runs]
     serve_tokens_s = sum(n for _, n in runs) / sum(seconds)
+    raw_tokens_s = sum(n for _, n in raw_runs) / sum(raw_seconds)
+    raw_latency_ms = _p50(raw_seconds) * 1000
+    one_token = [s for s, _ in served_one]
     result = {
         "bench": "serve",
         "threads": args.threads,
         "max_tokens": args.max_tokens,
         "colocated": [chat_model.colocated, embed_model.colocated],
-        "completion_tokens_raw": raw["tokens"],
+        "completion_tokens_raw": [n for _, n in raw_runs],
         "completion_tokens_serve": [n for _, n in runs],
-        "raw_tokens_s": round(raw["tokens_s"], 1),
+        "raw_tokens_s": round(raw_tokens_s, 1),
         "serve_tokens_s": round(serve_tokens_s, 1),
-        "ratio": round(serve_tokens_s / raw["tokens_s"], 3),
-        "raw_latency_ms_p50": round(raw["latency_ms_p50"], 1),
+        "ratio": round(serve_tokens_s / raw_tokens_s, 3),
+        "raw_latency_ms_p50": round(raw_latency_ms, 1),
         "serve_latency_ms_p50": round(_p50(seconds) * 1000, 1),
-        "overhead_ms_p50": round(_p50(seconds) * 1000 - raw["latency_ms_p50"], 1),
-        "overhead_ms_p50_1_token": round(_p50(one_token) * 1000 - raw["one_token_ms_p50"], 1),
+        "overhead_ms_p50": round(_p50(seconds) * 1000 - raw_latency_ms, 1),
+        "overhead_ms_p50_1_token": round(
+            (_p50(one_token) - _p50([s for s, _ in raw_one])) * 1000, 1
+        ),
         "ttft_ms_p50": round(_p50(ttft) * 1000, 1),
         "serve_tokens_s_concurrency_4": round(concurrent[4], 1),
         "serve_tokens_s_concurrency_16": round(concurrent[16], 1),
