@@ -180,7 +180,8 @@ class Executor:
         self._max_chars = max_chars
         self._max_input_chars = max_input_chars
         self._write_window_s = write_window_s
-        self._queued: list[tuple[StepAssigned, list[Episode]]] = []
+        # Per step: what it was asked, what came of it, its tool episodes (built when written).
+        self._queued: list[tuple[StepAssigned, StepResult, list[Episode]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._wake: asyncio.Future[None] | None = None
         self._hurry = False
@@ -466,8 +467,15 @@ class Executor:
 
     async def _record(self, run: _Attempt, result: StepResult) -> None:
         """Starts writing an action episode (what was asked), a result episode (what came of
-        it) and one untrusted tool episode per tool call; waits only for back-pressure."""
-        assigned = run.assigned
+        it) and one untrusted tool episode per tool call; waits only for back-pressure. The
+        writer builds the first two, after the reply has gone."""
+        self._queued.append((run.assigned, result, run.episodes))
+        self._write_queued()
+        while len(self._queued) >= MAX_QUEUED_STEPS:  # back-pressure: memory is behind
+            await asyncio.shield(self._write_queued())
+
+    def _step_episodes(self, assigned: StepAssigned, result: StepResult) -> tuple[Episode, Episode]:
+        """The action episode (what was asked) and the result episode (what came of it)."""
         common = {
             "agent": self.name,
             "namespace": self._namespace,
@@ -489,10 +497,7 @@ class Executor:
             tags=("ok",) if result.ok else ("failed",),
             **common,  # type: ignore[arg-type]
         )
-        self._queued.append((assigned, [action, outcome, *run.episodes]))
-        self._write_queued()
-        while len(self._queued) >= MAX_QUEUED_STEPS:  # back-pressure: memory is behind
-            await asyncio.shield(self._write_queued())
+        return action, outcome
 
     def _write_queued(self) -> asyncio.Task[None]:
         """The writer, started if it is not running."""
@@ -510,10 +515,16 @@ class Executor:
                 self._wake = None
             batch, self._queued = self._queued, []
             try:
-                await self._memory.remember([e for _, episodes in batch for e in episodes])
+                await self._memory.remember(
+                    [
+                        e
+                        for assigned, result, tool_episodes in batch
+                        for e in (*self._step_episodes(assigned, result), *tool_episodes)
+                    ]
+                )
             except Exception as exc:  # memory is recall material: its outage must not fail a step
                 self.write_failures += len(batch)
-                steps = [f"{a.task_id}/{a.step.id}#{a.attempt}" for a, _ in batch]
+                steps = [f"{a.task_id}/{a.step.id}#{a.attempt}" for a, _, _ in batch]
                 logger.warning(
                     "%s: the episodes of %d step(s) were not remembered (%s): %s",
                     self.name,

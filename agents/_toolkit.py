@@ -11,6 +11,7 @@ no traceback reaches a prompt.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import time
@@ -367,7 +368,14 @@ def workspace_path(root: Path, task_id: str) -> Path:
     """
     if not _TASK_DIR.match(task_id) or task_id in {".", ".."}:
         raise ConfigurationError(f"task id {task_id!r} cannot name a workspace directory")
-    return root.resolve() / task_id
+    return (_resolved(root) if root.is_absolute() else root.resolve()) / task_id
+
+
+@functools.lru_cache(maxsize=64)
+def _resolved(root: Path) -> Path:
+    # Resolving walks the path with a syscall per part; workspace roots are fixed settings, and
+    # an executor asks for every step. (A relative root depends on the working directory.)
+    return root.resolve()
 
 
 def task_workspace(root: Path, task_id: str) -> Path:
