@@ -408,7 +408,7 @@ class Coordinator:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_unsynced()
-        if self._syncing is not None:
+        if self._syncing is not None and self._sync_running():
             await asyncio.wait([self._syncing], timeout=timeout_s)
         if self._remembering:  # bounded: a memory that hangs must not hold up a shutdown
             await asyncio.wait(self._remembering, timeout=timeout_s)
@@ -1099,8 +1099,17 @@ class Coordinator:
     def _sync_soon(self) -> None:
         """Makes the journal's commits so far durable in a worker thread (see ``_write``)."""
         self._sync_wanted = True
-        if self._syncing is None or self._syncing.done():
+        if not self._sync_running():
             self._syncing = asyncio.ensure_future(self._sync_loop())
+
+    def _sync_running(self) -> bool:
+        """An fsync loop runs on this event loop (one of a loop since closed never finishes)."""
+        syncing = self._syncing
+        return (
+            syncing is not None
+            and not syncing.done()
+            and syncing.get_loop() is asyncio.get_running_loop()
+        )
 
     async def _sync_loop(self) -> None:
         # One fsync covers every commit made before it began; commits made while it ran get

@@ -731,6 +731,19 @@ async def test_an_agent_error_is_journaled_and_a_retryable_one_retried(
     assert [c.step_id for c in commits] == ["s1", "s2", "s3", "final"]
 
 
+def test_a_coordinator_driven_from_several_event_loops_syncs_and_flushes(tmp_path: Path) -> None:
+    journal = _RecordingJournal(
+        SqliteJournal(JournalConfig(data_dir=tmp_path / "journal", synchronous="FULL"))
+    )
+    coordinator = _crew().coordinator(journal)
+    for task_id in ("t1", "t2"):  # each in its own loop, as in-process callers may do
+        journal.calls.clear()
+        outcome = asyncio.run(coordinator.run(_task(task_id)))
+        assert isinstance(outcome, TaskCompleted), outcome
+        assert any(op == "sync" for op, _, _ in journal.calls), task_id
+    asyncio.run(coordinator.flush())  # a third loop: the earlier loops' fsync task is not its
+
+
 def _in_event_loop(test: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(test)
     def run(*args: Any, **kwargs: Any) -> Any:
