@@ -284,6 +284,25 @@ class _CountingMemory:
         return getattr(self.inner, name)
 
 
+def _recalling_team(
+    memory: Any, plan: dict[str, Any], executor_model: ScriptedModelClient, reviews: int, path: Path
+) -> tuple[Coordinator, Executor]:
+    """A coordinator with ``memory``, the scripted ``plan``, ``reviews`` approvals, and an
+    executor that recalls from ``memory`` too."""
+    executor = Executor(executor_model, memory, default_tools(), workspace_root=path / "ws")
+    team = build_team(
+        ScriptedModelClient(plan),
+        executor_model,
+        ScriptedModelClient(*[APPROVE] * reviews),
+        data_dir=path,
+    )
+    bus = InProcessBus()
+    bus.subscribe(Topics.PLANNER, AgentConsumer(team.planner), group="p")
+    bus.subscribe(Topics.EXECUTOR, AgentConsumer(executor), group="e")
+    bus.subscribe(Topics.REVIEWER, AgentConsumer(team.reviewer), group="r")
+    return Coordinator(bus, memory), executor
+
+
 def test_the_coordinator_recalls_for_every_model_step_in_one_call(tmp_path: Path) -> None:
     seen = LocalMemory(EmbeddedStore(None))
     earlier = Episode.create(
@@ -295,18 +314,7 @@ def test_the_coordinator_recalls_for_every_model_step_in_one_call(tmp_path: Path
     asyncio.run(seen.remember([earlier]))
     memory = _CountingMemory(seen)
     executor_model = ScriptedModelClient({"answer": "395"}, {"answer": "395"})
-    executor = Executor(executor_model, memory, default_tools(), workspace_root=tmp_path / "ws")
-    team = build_team(
-        ScriptedModelClient(TWO_STEP_PLAN),
-        executor_model,
-        ScriptedModelClient(APPROVE, APPROVE),
-        data_dir=tmp_path,
-    )
-    bus = InProcessBus()
-    bus.subscribe(Topics.PLANNER, AgentConsumer(team.planner), group="p")
-    bus.subscribe(Topics.EXECUTOR, AgentConsumer(executor), group="e")
-    bus.subscribe(Topics.REVIEWER, AgentConsumer(team.reviewer), group="r")
-    coordinator = Coordinator(bus, memory)  # type: ignore[arg-type]
+    coordinator, _ = _recalling_team(memory, TWO_STEP_PLAN, executor_model, 2, tmp_path)
 
     outcome = asyncio.run(coordinator.run(_task()))
 
@@ -345,18 +353,7 @@ def test_the_first_steps_start_without_waiting_for_the_later_steps_recall(
     }
     memory = _HeldMemory(LocalMemory(EmbeddedStore(None)))
     executor_model = ScriptedModelClient({"answer": "391"}, {"answer": "395"}, {"answer": "395"})
-    executor = Executor(executor_model, memory, default_tools(), workspace_root=tmp_path / "ws")
-    team = build_team(
-        ScriptedModelClient(chain),
-        executor_model,
-        ScriptedModelClient(APPROVE, APPROVE, APPROVE),
-        data_dir=tmp_path,
-    )
-    bus = InProcessBus()
-    bus.subscribe(Topics.PLANNER, AgentConsumer(team.planner), group="p")
-    bus.subscribe(Topics.EXECUTOR, AgentConsumer(executor), group="e")
-    bus.subscribe(Topics.REVIEWER, AgentConsumer(team.reviewer), group="r")
-    coordinator = Coordinator(bus, memory)  # type: ignore[arg-type]
+    coordinator, executor = _recalling_team(memory, chain, executor_model, 3, tmp_path)
 
     async def scenario() -> object:
         task_id = await coordinator.submit(_task())
