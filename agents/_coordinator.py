@@ -27,17 +27,16 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar, assert_never
 
 from agents._executor import recall_query, recollections, relevant
 from agents._history import Gate, History
-from agents._journal import Journal, JournalWriter
+from agents._journal import Journal
 from agents._journal_models import (
     TERMINAL,
-    JournalEntry,
     JournalPayload,
     RetentionPolicy,
     StateChanged,
@@ -213,8 +212,10 @@ class Coordinator:
         self._watcher: asyncio.Task[None] | None = None
         self._background: set[asyncio.Future[None]] = set()
         self._closing = False
-        # Every journal write of a task goes through one thread, in order (see `_write`).
-        self._writer = None if journal is None else JournalWriter(journal)
+        # Writes made durable "soon" (see `_write`): one fsync at a time in its own thread.
+        self._sync_pool: ThreadPoolExecutor | None = None
+        self._syncing: asyncio.Task[None] | None = None
+        self._sync_wanted = False
 
     # -- the public surface ------------------------------------------------------------------
 
@@ -407,9 +408,8 @@ class Coordinator:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_unsynced()
-        if self._writer is not None:  # what was handed over is written, and fsync'd
-            written = asyncio.wrap_future(self._writer.submit("", []))
-            await asyncio.wait([written], timeout=timeout_s)
+        if self._syncing is not None and self._sync_running():
+            await asyncio.wait([self._syncing], timeout=timeout_s)
         if self._remembering:  # bounded: a memory that hangs must not hold up a shutdown
             await asyncio.wait(self._remembering, timeout=timeout_s)
 
@@ -428,8 +428,8 @@ class Coordinator:
         for future in inner:
             future.cancel()
         await asyncio.gather(*inner, return_exceptions=True)
-        if self._writer is not None:
-            self._writer.close(drop=not flush)
+        if self._sync_pool is not None:
+            self._sync_pool.shutdown(wait=False)
 
     # -- starting and resuming ---------------------------------------------------------------
 
@@ -1054,12 +1054,12 @@ class Coordinator:
     ) -> None:
         """Journals entries, after those of the task waiting in memory, in one transaction.
 
-        Writes go through the journal writer's thread, in order. A synced write waits for it:
-        what must be on disk before anyone is told (a submitted task, an approval request or
-        decision, an outcome) is. ``soon`` (a plan, a verdict with its commit: the hot path)
-        does not wait: the thread commits it without an fsync and fsyncs the log once nothing
-        else is queued, while the event loop sends the next step. A crash before that (about a
-        millisecond) loses the entries, and the step runs again with the same idempotency key.
+        ``soon`` (for a plan and a verdict with its commit, on the hot path) commits without an
+        fsync and fsyncs in a worker thread right after: a process crash loses nothing, a power
+        cut within that fsync (about a millisecond) loses the entries (the step then runs again
+        with the same idempotency key), and the event loop does not wait for the disk meanwhile;
+        the next step is sent while the fsync runs. What must be on disk before anyone is told
+        (a submitted task, an approval request or decision, an outcome) is written at once.
         ``sync=False`` is for what recovery re-derives anyway (a dispatch, an unreviewed
         result, a non-terminal state): no fsync of its own, synced by the next synced write.
         ``defer`` (implies ``sync=False``) lets them wait in memory for the task's next write
@@ -1079,48 +1079,51 @@ class Coordinator:
                 self._flush_loop = loop  # a timer of a closed loop never fires
                 self._flush_timer = loop.call_later(self._group_commit_s, self._flush_unsynced)
             return
-        self._commit(run, items, sync=sync and not soon, soon=soon, wait=not soon)
+        self._commit(run, items, sync=sync and not soon)
+        if soon:
+            self._sync_soon()
 
-    def _commit(
-        self,
-        run: _Run,
-        items: list[tuple[str, JournalPayload]],
-        *,
-        sync: bool,
-        soon: bool = False,
-        wait: bool = True,
-    ) -> None:
-        """Hands the task's waiting entries and ``items`` to the writer as one transaction;
-        with ``wait``, returns once it is written (raising what the write raised)."""
-        assert self._writer is not None
+    def _commit(self, run: _Run, items: list[tuple[str, JournalPayload]], *, sync: bool) -> None:
+        assert self._journal is not None
         waiting, run.unsynced = run.unsynced, []
-        batch = [*waiting, *items]
-        for _, payload in batch:
-            if isinstance(payload, StateChanged):
-                run.status = payload.to
-        written = self._writer.submit(run.task_id, batch, sync=sync, soon=soon)
-        if not wait:
-            loop = asyncio.get_running_loop()
-            written.add_done_callback(lambda done: _call_in(loop, self._written, run, done))
-            return
         try:
-            entries = written.result()
+            entries = self._journal.append_many(run.task_id, [*waiting, *items], sync=sync)
         except BaseException:
             run.unsynced = [*waiting, *run.unsynced]
             raise
-        run.written.update(entry.seq for entry in entries)
+        for entry in entries:
+            run.written.add(entry.seq)
+            if isinstance(entry.payload, StateChanged):
+                run.status = entry.payload.to
 
-    def _written(self, run: _Run, written: Future[list[JournalEntry]]) -> None:
-        """A write that was not waited for has landed, or failed: the task cannot go on then."""
-        if written.cancelled() or self._closing:
-            return
-        exc = written.exception()
-        if exc is None:
-            run.written.update(entry.seq for entry in written.result())
-            return
-        logger.error("task %s: a journal write failed: %s", run.task_id, exc)
-        if run.live and run.stop is None:
-            self._halt(run, TaskError(f"the journal write failed: {exc}", code="journal_failed"))
+    def _sync_soon(self) -> None:
+        """Makes the journal's commits so far durable in a worker thread (see ``_write``)."""
+        self._sync_wanted = True
+        if not self._sync_running():
+            self._syncing = asyncio.ensure_future(self._sync_loop())
+
+    def _sync_running(self) -> bool:
+        """An fsync loop runs on this event loop (one of a loop since closed never finishes)."""
+        syncing = self._syncing
+        return (
+            syncing is not None
+            and not syncing.done()
+            and syncing.get_loop() is asyncio.get_running_loop()
+        )
+
+    async def _sync_loop(self) -> None:
+        # One fsync covers every commit made before it began; commits made while it ran get
+        # the next one.
+        assert self._journal is not None
+        if self._sync_pool is None:
+            self._sync_pool = ThreadPoolExecutor(1, thread_name_prefix="journal-sync")
+        loop = asyncio.get_running_loop()
+        while self._sync_wanted:
+            self._sync_wanted = False
+            try:
+                await loop.run_in_executor(self._sync_pool, self._journal.sync)
+            except OSError as exc:  # the next synced write fsyncs again, and raises if it fails
+                logger.error("journal fsync failed: %s", exc)
 
     def _flush_unsynced(self) -> None:
         """Writes every task's waiting entries (unsynced): the group-commit window closed."""
@@ -1129,7 +1132,7 @@ class Coordinator:
             if not run.unsynced:
                 continue
             try:
-                self._commit(run, [], sync=False, wait=False)
+                self._commit(run, [], sync=False)
             except Exception as exc:  # kept in memory: the task's next write tries again
                 logger.warning("journal write of %s failed: %s", run.task_id, exc)
 
@@ -1612,9 +1615,3 @@ def pending_in_journal(journal: Journal) -> list[ApprovalRequested]:
             if gates and gates[-1].decision is None and gates[-1].requests:
                 found.append(gates[-1].requests[-1])
     return found
-
-
-def _call_in(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
-    """``callback(*args)`` on ``loop``, from another thread; nothing when the loop has closed."""
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(callback, *args)

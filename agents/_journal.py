@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
@@ -150,96 +147,6 @@ class Journal(Protocol):
     def compact(self, policy: RetentionPolicy) -> CompactionReport:
         """Deletes finished tasks per ``policy``; never touches unfinished ones."""
         ...
-
-
-_WRITER_IDLE_S = 5.0
-
-
-@dataclass
-class _Job:
-    task_id: str
-    items: Sequence[tuple[str, JournalPayload]]
-    sync: bool
-    soon: bool
-    future: Future[list[JournalEntry]]
-
-
-class JournalWriter:
-    """Writes a journal's appends from one thread, in the order they were handed over.
-
-    The coordinator hands over each transaction and goes on: it waits for the result only
-    where an entry must be on disk before it acts (``sync``). A ``soon`` transaction is
-    committed without an fsync, and the thread fsyncs the log (``Journal.sync``) once no
-    other transaction waits, so one fsync covers a burst; a synced transaction covers what came
-    before it anyway.
-
-    Args:
-        journal: The journal; its reads may go on from other threads meanwhile.
-    """
-
-    def __init__(self, journal: Journal) -> None:
-        self._journal = journal
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._dropping = False
-
-    def submit(
-        self,
-        task_id: str,
-        items: Sequence[tuple[str, JournalPayload]],
-        *,
-        sync: bool = True,
-        soon: bool = False,
-    ) -> Future[list[JournalEntry]]:
-        """Queues one ``append_many`` (``items`` empty: nothing is written, and the future
-        completes once everything queued before is written and fsync'd)."""
-        future: Future[list[JournalEntry]] = Future()
-        with self._lock:
-            self._jobs.put(_Job(task_id, items, sync, soon, future))
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="journal-writer", daemon=True
-                )
-                self._thread.start()
-        return future
-
-    def close(self, *, drop: bool = False) -> None:
-        """Lets the thread end once what is queued is written, or, with ``drop``, fails what
-        has not started instead of writing it (as a crash would), now and from then on."""
-        self._dropping = self._dropping or drop
-        self._jobs.put(None)
-
-    def _run(self) -> None:
-        unsynced = False
-        while True:
-            try:
-                job = self._jobs.get(timeout=_WRITER_IDLE_S)
-            except queue.Empty:
-                job = None
-            if job is None:  # idle or closed: end; the next submit starts another thread
-                with self._lock:
-                    if self._jobs.empty():
-                        self._thread = None
-                        return
-                continue
-            if self._dropping:
-                job.future.set_exception(JournalError("the journal writer was closed"))
-                continue
-            try:
-                entries = (
-                    self._journal.append_many(job.task_id, job.items, sync=job.sync)
-                    if job.items
-                    else []
-                )
-                unsynced = (unsynced or job.soon) and not (job.sync and job.items)
-                if unsynced and (not job.items or self._jobs.empty()):
-                    self._journal.sync()
-                    unsynced = False
-            except BaseException as exc:
-                job.future.set_exception(exc)
-            else:
-                job.future.set_result(entries)
 
 
 def _utc_now() -> datetime:

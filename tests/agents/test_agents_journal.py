@@ -6,7 +6,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -425,44 +424,3 @@ def test_sync_fsyncs_the_write_ahead_log_under_full_only(
         monkeypatch.undo()
         assert synced == (["journal.sqlite3-wal"] if synchronous == "FULL" else [])
         assert [e.kind for e in journal.entries("t1")][-2:] == ["step.started", "step.result"]
-
-
-def test_the_writer_keeps_order_syncs_soon_writes_and_drops_after_a_crash(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import agents._journal as journal_module
-    from agents._journal import JournalWriter
-
-    monkeypatch.setattr(journal_module, "_WRITER_IDLE_S", 0.05)
-    with open_journal(tmp_path, synchronous="FULL") as journal:
-        synced: list[int] = []
-        real_sync = journal.sync
-        monkeypatch.setattr(journal, "sync", lambda: (synced.append(1), real_sync())[1])
-        writer = JournalWriter(journal)
-        first = writer.submit("t1", [("task.submitted", submitted("t1"))])
-        results = [
-            writer.submit("t1", [("step.result", result("t1", str(i)))], sync=False, soon=True)
-            for i in range(20)
-        ]
-        assert [e.seq for e in first.result(timeout=5)] == [1]
-        assert [r.result(timeout=5)[0].seq for r in results] == list(range(2, 22))
-        outputs = [e.payload.payload.output for e in journal.entries("t1")[1:]]  # type: ignore[union-attr]
-        assert outputs == [str(i) for i in range(20)]  # written in the order handed over
-        assert synced  # the soon writes were fsync'd once nothing else waited
-        # an empty submission is a barrier: it completes after what came before
-        last = writer.submit("t1", [("step.result", result("t1", "x"))], sync=False, soon=True)
-        writer.submit("t1", []).result(timeout=5)
-        assert last.done()
-        # idle, the thread ends; the next submission starts another
-        for _ in range(100):
-            if writer._thread is None:
-                break
-            time.sleep(0.02)
-        assert writer._thread is None
-        assert writer.submit("t1", []).result(timeout=5) == []
-        # after a crash-like close nothing more is written
-        writer.close(drop=True)
-        lost = writer.submit("t1", [("step.result", result("t1", "lost"))], sync=False)
-        with pytest.raises(JournalError, match="closed"):
-            lost.result(timeout=5)
-        assert journal.entries("t1")[-1].payload.payload.output == "x"  # type: ignore[union-attr]
