@@ -87,6 +87,9 @@ from protocols import (
 
 logger = logging.getLogger(__name__)
 
+Durability = Literal["now", "soon", "later", "defer"]
+"""When a journal write reaches the disk (see ``Coordinator._write``)."""
+
 NAME = "coordinator"
 FINAL_STEP = "final"
 _M = TypeVar("_M")
@@ -935,14 +938,13 @@ class Coordinator:
         *,
         before: Sequence[StepStarted] = (),
         after: Callable[[Any], list[tuple[str, JournalPayload]]] | None = None,
-        reply: Literal["sync", "soon", "defer"] = "sync",
+        reply: Durability = "now",
     ) -> _M:
         """A request through the bus, or its recorded reply; journaled and traced both ways.
 
         ``before`` is journaled (deferred, see ``_write``) right before each send; the reply is
         journaled (with what ``after`` derives from it, in the same transaction) before it is
-        acted on: durable at once (``"sync"``), a moment later (``"soon"``) or with the task's
-        next write (``"defer"``), see ``_write``.
+        acted on, as durable as ``reply`` says (see ``_write``).
         """
         if recorded is not None:
             self._trace(
@@ -959,7 +961,7 @@ class Coordinator:
             envelope = Envelope.wrap(
                 payload, sender=self.name, topic=topic, causation_id=run.root_id
             ).model_copy(update={"attempt": attempt})
-            self._write(run, [(d.type, d) for d in before], sync=False, defer=True)
+            self._write(run, [(d.type, d) for d in before], durable="defer")
             self._trace(run, envelope)
             try:
                 answer = await self._bus.request(envelope, timeout=self._timeout)
@@ -982,13 +984,7 @@ class Coordinator:
                     retryable=False,
                 )
             extra = after(answer.payload) if after is not None else []
-            self._write(
-                run,
-                [(answer.payload.type, answer), *extra],
-                sync=reply == "sync",
-                soon=reply == "soon",
-                defer=reply == "defer",
-            )
+            self._write(run, [(answer.payload.type, answer), *extra], durable=reply)
             return self._accept_reply(run, answer, topic, expected)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -1048,28 +1044,29 @@ class Coordinator:
         run: _Run,
         items: list[tuple[str, JournalPayload]],
         *,
-        sync: bool = True,
-        soon: bool = False,
-        defer: bool = False,
+        durable: Durability = "now",
     ) -> None:
         """Journals entries, after those of the task waiting in memory, in one transaction.
 
-        ``soon`` (for a plan and a verdict with its commit, on the hot path) commits without an
-        fsync and fsyncs in a worker thread right after: a process crash loses nothing, a power
-        cut within that fsync (about a millisecond) loses the entries (the step then runs again
-        with the same idempotency key), and the event loop does not wait for the disk meanwhile;
-        the next step is sent while the fsync runs. What must be on disk before anyone is told
-        (a submitted task, an approval request or decision, an outcome) is written at once.
-        ``sync=False`` is for what recovery re-derives anyway (a dispatch, an unreviewed
-        result, a non-terminal state): no fsync of its own, synced by the next synced write.
-        ``defer`` (implies ``sync=False``) lets them wait in memory for the task's next write
-        (group commit), at most ``group_commit_s``: for the hot path, whose next write comes
-        within milliseconds. Lost in a crash, they cost a re-sent step (same idempotency key),
-        never committed work.
+        ``durable`` says when they reach the disk:
+
+        - ``"now"``: fsync'd before this returns. For what must be on disk before anyone is
+          told (a submitted task, an approval request or decision, an outcome).
+        - ``"soon"`` (a plan, a verdict with its commit: the hot path): committed without an
+          fsync, which follows in a worker thread right after. A process crash loses nothing; a
+          power cut within that fsync (about a millisecond) loses the entries (the step then
+          runs again with the same idempotency key); the event loop does not wait for the disk
+          and sends the next step meanwhile.
+        - ``"later"``: for what recovery re-derives anyway (a dispatch, an unreviewed result, a
+          non-terminal state): no fsync of its own, synced by the next synced write.
+        - ``"defer"``: like ``"later"``, and they wait in memory for the task's next write
+          (group commit), at most ``group_commit_s``: for the hot path, whose next write comes
+          within milliseconds. Lost in a crash, they cost a re-sent step (same idempotency
+          key), never committed work.
         """
         if self._journal is None or not run.live or not items or self._closing:
             return
-        if defer and self._group_commit_s > 0:
+        if durable == "defer" and self._group_commit_s > 0:
             for _, payload in items:
                 if isinstance(payload, StateChanged):
                     run.status = payload.to
@@ -1079,8 +1076,8 @@ class Coordinator:
                 self._flush_loop = loop  # a timer of a closed loop never fires
                 self._flush_timer = loop.call_later(self._group_commit_s, self._flush_unsynced)
             return
-        self._commit(run, items, sync=sync and not soon)
-        if soon:
+        self._commit(run, items, sync=durable == "now")
+        if durable == "soon":
             self._sync_soon()
 
     def _commit(self, run: _Run, items: list[tuple[str, JournalPayload]], *, sync: bool) -> None:
@@ -1160,7 +1157,8 @@ class Coordinator:
             return
         # Re-derived by recovery; the next reply syncs it. A human waits on awaiting_approval:
         # that one is written at once, so `troupe status` and `troupe approvals` agree.
-        self._write(run, items, sync=False, defer=target in ("planning", "running", "reviewing"))
+        hot = target in ("planning", "running", "reviewing")
+        self._write(run, items, durable="defer" if hot else "later")
 
     def _transition(
         self, run: _Run, target: TaskStatus, reason: str = ""
