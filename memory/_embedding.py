@@ -145,12 +145,8 @@ async def embed_queries(
     embedder: Embedder | None, queries: Sequence[RecallQuery]
 ) -> list[RecallQuery]:
     """``embed_query`` for several queries, with one call to the embedder."""
-    todo = [
-        i
-        for i, q in enumerate(queries)
-        if embedder is not None and q.vector is None and q.text.strip()
-    ]
     done = list(queries)
+    todo = [i for i, q in enumerate(queries) if q.vector is None and q.text.strip()]
     if embedder is None or not todo:
         return done
     vectors = await embedder.embed([queries[i].text for i in todo])
