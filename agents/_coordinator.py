@@ -215,9 +215,11 @@ class Coordinator:
         self._watcher: asyncio.Task[None] | None = None
         self._background: set[asyncio.Future[None]] = set()
         self._closing = False
-        # Writes made durable "soon" (see `_write`): one fsync at a time in its own thread.
+        # Writes made durable "soon" (see `_write`): one fsync at a time in its own thread, at
+        # most `group_commit_s` after the commit (a synced write covers them earlier).
         self._sync_pool: ThreadPoolExecutor | None = None
         self._syncing: asyncio.Task[None] | None = None
+        self._sync_timer: asyncio.TimerHandle | None = None
         self._sync_wanted = False
 
     # -- the public surface ------------------------------------------------------------------
@@ -411,7 +413,12 @@ class Coordinator:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_unsynced()
+        self._cancel_sync_timer()
         if self._syncing is not None and self._sync_running():
+            await asyncio.wait([self._syncing], timeout=timeout_s)
+            self._cancel_sync_timer()  # armed by that fsync for commits made meanwhile
+        if self._sync_wanted and self._journal is not None:
+            self._syncing = asyncio.ensure_future(self._sync_loop(drain=True))
             await asyncio.wait([self._syncing], timeout=timeout_s)
         if self._remembering:  # bounded: a memory that hangs must not hold up a shutdown
             await asyncio.wait(self._remembering, timeout=timeout_s)
@@ -422,8 +429,10 @@ class Coordinator:
         for a group commit, exactly as a crash would."""
         if flush:
             await self.flush()
-        elif self._flush_timer is not None:
-            self._flush_timer.cancel()
+        else:
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+            self._cancel_sync_timer()
         self._closing = True
         if self._watcher is not None:
             self._watcher.cancel()
@@ -1053,10 +1062,12 @@ class Coordinator:
         - ``"now"``: fsync'd before this returns. For what must be on disk before anyone is
           told (a submitted task, an approval request or decision, an outcome).
         - ``"soon"`` (a plan, a verdict with its commit: the hot path): committed without an
-          fsync, which follows in a worker thread right after. A process crash loses nothing; a
-          power cut within that fsync (about a millisecond) loses the entries (the step then
-          runs again with the same idempotency key); the event loop does not wait for the disk
-          and sends the next step meanwhile.
+          fsync; one fsync in a worker thread covers every such commit within
+          ``group_commit_s`` (or the next synced write does, whichever comes first). A process
+          crash loses nothing; a power cut within that window loses the entries (the step then
+          runs again with the same idempotency key). The event loop does not wait for the disk
+          and sends the next step meanwhile; and a step's writes do not queue behind an fsync
+          of the log they append to, as they did with one fsync per commit.
         - ``"later"``: for what recovery re-derives anyway (a dispatch, an unreviewed result, a
           non-terminal state): no fsync of its own, synced by the next synced write.
         - ``"defer"``: like ``"later"``, and they wait in memory for the task's next write
@@ -1092,11 +1103,31 @@ class Coordinator:
             run.written.add(entry.seq)
             if isinstance(entry.payload, StateChanged):
                 run.status = entry.payload.to
+        if sync:  # a synced write makes every commit before it durable too
+            self._sync_wanted = False
+            self._cancel_sync_timer()
 
     def _sync_soon(self) -> None:
-        """Makes the journal's commits so far durable in a worker thread (see ``_write``)."""
+        """Makes the journal's commits so far durable within ``group_commit_s``, in a worker
+        thread (see ``_write``)."""
         self._sync_wanted = True
-        if not self._sync_running():
+        if self._sync_running():
+            return  # it arms the next window when it ends
+        if self._group_commit_s <= 0:
+            self._start_sync()
+            return
+        if self._sync_timer is None:
+            loop = asyncio.get_running_loop()
+            self._sync_timer = loop.call_later(self._group_commit_s, self._start_sync)
+
+    def _cancel_sync_timer(self) -> None:
+        if self._sync_timer is not None:
+            self._sync_timer.cancel()
+            self._sync_timer = None
+
+    def _start_sync(self) -> None:
+        self._sync_timer = None
+        if self._sync_wanted and not self._sync_running():
             self._syncing = asyncio.ensure_future(self._sync_loop())
 
     def _sync_running(self) -> bool:
@@ -1108,9 +1139,9 @@ class Coordinator:
             and syncing.get_loop() is asyncio.get_running_loop()
         )
 
-    async def _sync_loop(self) -> None:
-        # One fsync covers every commit made before it began; commits made while it ran get
-        # the next one.
+    async def _sync_loop(self, *, drain: bool = False) -> None:
+        # One fsync covers every commit made before it began. Commits made while it ran get
+        # the next one: at once when draining (a flush), else a window later.
         assert self._journal is not None
         if self._sync_pool is None:
             self._sync_pool = ThreadPoolExecutor(1, thread_name_prefix="journal-sync")
@@ -1121,6 +1152,11 @@ class Coordinator:
                 await loop.run_in_executor(self._sync_pool, self._journal.sync)
             except OSError as exc:  # the next synced write fsyncs again, and raises if it fails
                 logger.error("journal fsync failed: %s", exc)
+            if not drain:
+                break
+        if self._sync_wanted and not self._closing:
+            self._syncing = None
+            self._sync_soon()
 
     def _flush_unsynced(self) -> None:
         """Writes every task's waiting entries (unsynced): the group-commit window closed."""

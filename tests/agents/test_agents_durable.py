@@ -285,7 +285,7 @@ async def test_plans_and_verdicts_commit_at_once_and_reach_the_disk_off_the_even
         SqliteJournal(JournalConfig(data_dir=tmp_path / "journal", synchronous="FULL"))
     )
     crew = _crew()
-    coordinator = crew.coordinator(journal)
+    coordinator = crew.coordinator(journal, group_commit_s=0)  # fsync each at once
     outcome = await coordinator.run(_task())
     await coordinator.flush()
     assert isinstance(outcome, TaskCompleted), outcome
@@ -310,6 +310,59 @@ async def test_plans_and_verdicts_commit_at_once_and_reach_the_disk_off_the_even
     with SqliteJournal(JournalConfig(data_dir=tmp_path / "journal")) as again:
         assert fold(again.entries("t1")).status == "completed"
         assert set(fold(again.entries("t1")).committed) == {"s1", "s2", "s3", "final"}
+
+
+def _syncs(journal: _RecordingJournal) -> list[tuple[str, list[str], bool | str]]:
+    return [call for call in journal.calls if call[0] == "sync"]
+
+
+def _appended_before(journal: _RecordingJournal, call: object) -> list[str]:
+    index = journal.calls.index(call)  # type: ignore[arg-type]
+    return [kind for op, kinds, _ in journal.calls[:index] if op == "append" for kind in kinds]
+
+
+async def test_the_soon_writes_of_one_window_share_one_fsync_and_a_synced_write_ends_it(
+    tmp_path: Path,
+) -> None:
+    journal = _RecordingJournal(
+        SqliteJournal(JournalConfig(data_dir=tmp_path / "journal", synchronous="FULL"))
+    )
+    crew = _crew()
+    crew.executor.hold["s2"] = asyncio.Event()
+    coordinator = crew.coordinator(journal, group_commit_s=1.0)
+    await coordinator.submit(_task())
+    await _until(lambda: crew.executor.ran()["s2"] == 1)
+    await _until(lambda: bool(_syncs(journal)))  # the window closed while s2 was held
+    [sync] = _syncs(journal)
+    assert str(sync[2]).startswith("journal-sync")
+    # one fsync, off the event loop, for the plan and s1's verdict, both committed before it
+    assert {"plan.proposed", "review.verdict"} <= set(_appended_before(journal, sync))
+    crew.executor.hold["s2"].set()
+    outcome = await coordinator.wait("t1", timeout_s=5)
+    assert isinstance(outcome, TaskCompleted), outcome
+    await coordinator.flush()
+    # the later verdicts came within a window that the outcome's synced write closed
+    assert len(_syncs(journal)) == 1
+    assert journal.calls[-1][1][0] == "task.completed" and journal.calls[-1][2] is True
+    await coordinator.close()
+
+
+async def test_flush_fsyncs_the_soon_writes_whose_window_is_still_open(tmp_path: Path) -> None:
+    journal = _RecordingJournal(
+        SqliteJournal(JournalConfig(data_dir=tmp_path / "journal", synchronous="FULL"))
+    )
+    crew = _crew()
+    crew.executor.hold["s2"] = asyncio.Event()
+    coordinator = crew.coordinator(journal, group_commit_s=30.0)
+    await coordinator.submit(_task())
+    await _until(lambda: crew.executor.ran()["s2"] == 1)
+    assert not _syncs(journal)  # the plan and s1's verdict wait for their window
+    await coordinator.flush()
+    [sync] = _syncs(journal)
+    assert {"plan.proposed", "review.verdict"} <= set(_appended_before(journal, sync))
+    crew.executor.hold["s2"].set()
+    assert isinstance(await coordinator.wait("t1", timeout_s=5), TaskCompleted)
+    await coordinator.close()
 
 
 async def test_submitting_a_known_task_again_joins_it(journal: SqliteJournal) -> None:
@@ -735,7 +788,7 @@ def test_a_coordinator_driven_from_several_event_loops_syncs_and_flushes(tmp_pat
     journal = _RecordingJournal(
         SqliteJournal(JournalConfig(data_dir=tmp_path / "journal", synchronous="FULL"))
     )
-    coordinator = _crew().coordinator(journal)
+    coordinator = _crew().coordinator(journal, group_commit_s=0)  # an fsync per soon write
     for task_id in ("t1", "t2"):  # each in its own loop, as in-process callers may do
         journal.calls.clear()
         outcome = asyncio.run(coordinator.run(_task(task_id)))
