@@ -226,16 +226,24 @@ class Coordinator:
 
     async def run(self, task: TaskSubmitted) -> Outcome:
         """Runs one task to its end (or joins it when it is already known); never raises for
-        a failure of the task itself."""
-        task_id = await self.submit(task)
+        a failure of the task itself.
+
+        The submission is committed at once and fsync'd "soon" (see ``_write``): nobody is
+        told of it before the outcome, whose synced write covers it.
+        """
+        task_id = self._accept(task, durable="soon")
         return await self.wait(task_id)
 
     async def submit(self, task: TaskSubmitted) -> str:
-        """Accepts a task: it is journaled before this returns, then runs in the background.
+        """Accepts a task: it is journaled (fsync'd) before this returns, then runs in the
+        background.
 
         Submitting a task id the journal already holds joins that task instead (a retried
         call after a coordinator restart is harmless).
         """
+        return self._accept(task, durable="now")
+
+    def _accept(self, task: TaskSubmitted, *, durable: Durability) -> str:
         if task.task_id in self._runs:
             return task.task_id
         if self._journal is not None and self._journal.last(task.task_id) is not None:
@@ -245,9 +253,13 @@ class Coordinator:
         history = History.new(submitted)
         run = _Run(task=task, history=history, live=True)
         if self._journal is not None:
-            entry = self._journal.append(task.task_id, task.type, submitted)
+            [entry] = self._journal.append_many(
+                task.task_id, [(task.type, submitted)], sync=durable == "now"
+            )
             run.written.add(entry.seq)
             run.scanned = entry.seq
+            if durable == "soon":
+                self._sync_soon()
         self._start(run, submitted)
         return task.task_id
 
@@ -1060,7 +1072,7 @@ class Coordinator:
         ``durable`` says when they reach the disk:
 
         - ``"now"``: fsync'd before this returns. For what must be on disk before anyone is
-          told (a submitted task, an approval request or decision, an outcome).
+          told (a task accepted by ``submit``, an approval request or decision, an outcome).
         - ``"soon"`` (a plan, a verdict with its commit: the hot path): committed without an
           fsync; one fsync in a worker thread covers every such commit within
           ``group_commit_s`` (or the next synced write does, whichever comes first). A process

@@ -38,10 +38,12 @@ async def ask_json(
     name: str,
     temperature: float = 0.0,
     seed: int | None = None,
+    max_tokens: int | None = None,
 ) -> tuple[dict[str, Any], ModelReply]:
     """One constrained model call; returns the parsed object and the raw reply.
 
-    ``max_tokens`` is the schema's own bound, so a valid document is never cut short.
+    ``max_tokens`` is the schema's own bound (``schema_token_bound``; pass it when the caller
+    has it already), so a valid document is never cut short.
     ``temperature`` and ``seed`` default to greedy decoding with the endpoint's seed.
 
     Raises:
@@ -54,7 +56,7 @@ async def ask_json(
     reply = await model.complete(
         ModelRequest(
             messages=messages,
-            max_tokens=schema_token_bound(schema),
+            max_tokens=schema_token_bound(schema) if max_tokens is None else max_tokens,
             schema=schema,
             schema_name=name,
             template=prompt.version,

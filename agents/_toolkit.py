@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import re
 import time
 from abc import ABC, abstractmethod
@@ -368,13 +369,14 @@ def workspace_path(root: Path, task_id: str) -> Path:
     """
     if not _TASK_DIR.match(task_id) or task_id in {".", ".."}:
         raise ConfigurationError(f"task id {task_id!r} cannot name a workspace directory")
-    return (_resolved(root) if root.is_absolute() else root.resolve()) / task_id
+    return _resolved(root if root.is_absolute() else Path(os.getcwd()) / root) / task_id
 
 
 @functools.lru_cache(maxsize=64)
 def _resolved(root: Path) -> Path:
     # Resolving walks the path with a syscall per part; workspace roots are fixed settings, and
-    # an executor asks for every step. (A relative root depends on the working directory.)
+    # an executor asks for every step. (A relative root is taken from the working directory of
+    # the moment, then resolved once.)
     return root.resolve()
 
 

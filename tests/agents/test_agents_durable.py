@@ -303,13 +303,29 @@ async def test_plans_and_verdicts_commit_at_once_and_reach_the_disk_off_the_even
         assert any(op == "sync" or sync is True for op, _, sync in calls[i + 1 :]), calls[i]
     threads = {str(name) for op, _, name in calls if op == "sync"}
     assert threads and all(name.startswith("journal-sync") for name in threads)
-    # what others are told of is synced when written: the submission and the outcome
+    # what others are told of is synced when written: the outcome (``run`` tells nobody of
+    # the submission before it; ``submit`` does, see the next test)
     synced = [kinds for op, kinds, sync in calls if op == "append" and sync is True]
-    assert {"task.submitted", "task.completed"} <= {kind for kinds in synced for kind in kinds}
+    assert "task.completed" in {kind for kinds in synced for kind in kinds}
+    assert calls[0] == ("append", ["task.submitted"], False)
     # a process crash now loses nothing: another connection reads every entry
     with SqliteJournal(JournalConfig(data_dir=tmp_path / "journal")) as again:
         assert fold(again.entries("t1")).status == "completed"
         assert set(fold(again.entries("t1")).committed) == {"s1", "s2", "s3", "final"}
+
+
+async def test_a_submission_is_fsynced_before_submit_returns(tmp_path: Path) -> None:
+    journal = _RecordingJournal(
+        SqliteJournal(JournalConfig(data_dir=tmp_path / "journal", synchronous="FULL"))
+    )
+    crew = _crew()
+    crew.executor.hold["s1"] = asyncio.Event()
+    coordinator = crew.coordinator(journal)
+    assert await coordinator.submit(_task()) == "t1"
+    assert journal.calls[0] == ("append", ["task.submitted"], True)
+    crew.executor.hold["s1"].set()
+    assert isinstance(await coordinator.wait("t1", timeout_s=5), TaskCompleted)
+    await coordinator.close()
 
 
 def _syncs(journal: _RecordingJournal) -> list[tuple[str, list[str], bool | str]]:

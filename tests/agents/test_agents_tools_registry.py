@@ -22,6 +22,7 @@ from agents._toolkit import (
     TypedTool,
     task_workspace,
     tool_episode,
+    workspace_path,
 )
 from agents._tools import calculate
 from memory import EmbeddedStore, Episode, LocalMemory
@@ -214,6 +215,16 @@ def test_task_workspace_is_one_directory_per_task(tmp_path: Path) -> None:
     for bad in ("..", "../x", "a/b", "", "/etc"):
         with pytest.raises(ConfigurationError):
             task_workspace(tmp_path, bad)
+
+
+def test_a_relative_workspace_root_follows_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        path = workspace_path(Path("workspaces"), "task-1")
+        assert path == (tmp_path / name).resolve() / "workspaces" / "task-1"
 
 
 @settings(max_examples=300, deadline=None)
