@@ -33,6 +33,7 @@ class KeywordIndex:
     def __init__(self, *, k1: float = 1.5, b: float = 0.75) -> None:
         self._k1 = k1
         self._b = b
+        # Postings per term, rows ascending (rows are appended in order and never reused).
         self._rows: dict[str, array[int]] = {}
         self._freqs: dict[str, array[float]] = {}
         self._doc_freq: Counter[str] = Counter()
@@ -46,7 +47,7 @@ class KeywordIndex:
         terms = Counter(tokens)
         for term, tf in terms.items():
             self._rows.setdefault(term, array("i")).append(row)
-            self._freqs.setdefault(term, array("f")).append(tf)
+            self._freqs.setdefault(term, array("d")).append(tf)
         self._doc_freq.update(terms.keys())
         if row >= len(self._lengths):
             grown = np.zeros(max(row + 1, 2 * len(self._lengths)), dtype=np.float64)
@@ -83,9 +84,10 @@ class KeywordIndex:
             df = self._doc_freq[term]
             idf = math.log(1.0 + (self._live - df + 0.5) / (df + 0.5))
             rows = np.frombuffer(self._rows[term], dtype=np.int32)
-            tf = np.frombuffer(self._freqs[term], dtype=np.float32).astype(np.float64)
-            keep = rows < size
-            rows, tf = rows[keep], tf[keep]
+            tf = np.frombuffer(self._freqs[term], dtype=np.float64)
+            if rows[-1] >= size:  # ascending: only a tail can lie beyond ``size``
+                end = int(np.searchsorted(rows, size))
+                rows, tf = rows[:end], tf[:end]
             norm = self._k1 * (1.0 - self._b + self._b * self._lengths[rows] / average_length)
             total[rows] += idf * tf * (self._k1 + 1.0) / (tf + norm)
         return total

@@ -151,7 +151,9 @@ class NamespaceTable:
         if now is not None:
             mask &= self.expires[:n] > now.timestamp()
         if where.kinds is not None:
-            mask &= np.isin(self.kind[:n], [_KIND_CODES[k] for k in where.kinds])
+            wanted = np.zeros(len(_KIND_CODES), dtype=bool)
+            wanted[[_KIND_CODES[k] for k in where.kinds]] = True
+            mask &= wanted[self.kind[:n]]  # a lookup per row: several times faster than isin
         if where.agent is not None:
             mask &= self.agent[:n] == self._agents.get(where.agent, -2)
         if where.task_id is not None:
