@@ -27,12 +27,14 @@ from memory._embedded import EmbeddedStore
 from memory._embedding import Embedder, embed_episodes, embed_queries, embed_query
 from memory._episode import Episode, MemoryFilter, RecallQuery, ScoredEpisode
 from memory._protocol import RecallWeights, Vectors
-from protocols import ConfigurationError, DeliveryError
+from protocols import ConfigurationError, DeliveryError, pickle_natively
 
 _T = TypeVar("_T")
 
 # Bounded so an actor that keeps dying on some input fails the call instead of hanging it.
 _MAX_TASK_RETRIES = 3
+
+pickle_natively(Episode, RecallQuery, ScoredEpisode, MemoryFilter)
 
 
 class MemoryActor:

@@ -20,6 +20,7 @@ from protocols._raybus import (
     RayBus,
     RayDeadLetters,
     dead_letter_actor,
+    pickle_natively,
 )
 from protocols._schema import message_schemas, schema_breaks
 from protocols.approvals import ApprovalDecided, ApprovalRequested
@@ -134,5 +135,6 @@ __all__ = [
     "describe_validation_error",
     "message_schemas",
     "parse_message",
+    "pickle_natively",
     "schema_breaks",
 ]

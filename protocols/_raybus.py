@@ -13,6 +13,8 @@ bus reached its process; they are not meant to be pickled.
 from __future__ import annotations
 
 import asyncio
+import functools
+import pickle
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -26,11 +28,30 @@ from protocols._consumer import BatchResult, ConsumerClosedError, ConsumerHost, 
 from protocols._deadletters import DeadLetter, DeadLetterSink, DeadLetterStore
 from protocols.errors import DeliveryError, ErrorReport, TroupeError
 from protocols.messages import Envelope
+from protocols.tasks import TaskCompleted, TaskFailed, TaskSubmitted
 
 _T = TypeVar("_T")
 
 # A member that cannot be reached is skipped for the next one.
 _GONE = (ActorDiedError, ActorUnavailableError, RayActorError)
+
+_dumps = functools.partial(pickle.dumps, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def pickle_natively(*classes: type) -> None:
+    """Has Ray serialize instances of ``classes`` with the standard pickler.
+
+    Ray pickles call arguments and results with cloudpickle, whose per-object hook is a Python
+    call for every model, datetime and enum inside a message. These classes are plain data,
+    which the standard (C) pickler handles on its own at about half the cost (a
+    ``TaskCompleted`` with its trace: 206 -> 107 us to pickle). Exact classes, not subclasses;
+    per process, so each module that sends such objects registers them when it is imported.
+    """
+    for cls in classes:
+        ray.util.register_serializer(cls, serializer=_dumps, deserializer=pickle.loads)
+
+
+pickle_natively(Envelope, TaskSubmitted, TaskCompleted, TaskFailed)
 
 
 class RayBus(DeliveryCore[Any]):

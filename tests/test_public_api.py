@@ -21,7 +21,7 @@ EXPECTED = {
         "StepId", "StepRecord", "StepResult", "TaskCompleted", "TaskError", "TaskFailed", "TaskId",
         "TaskSubmitted", "ToolCall", "Topics", "TraceEvent", "TroupeError", "Usage",
         "dead_letter_actor", "describe_validation_error", "message_schemas", "parse_message",
-        "schema_breaks",
+        "pickle_natively", "schema_breaks",
     ],
     "agents": [
         "Agent", "AgentActor", "AgentConsumer", "AgentSettings", "ChatMessage", "Coordinator",

@@ -176,3 +176,22 @@ def test_a_consumer_actor_survives_any_payload(fuzzed_actor: Any, junk: str | by
     else:  # a text goal that made a valid envelope is handled normally
         assert isinstance(reply, Envelope)
     assert ray.get(fuzzed_actor.stats.remote()).name == "fuzzed"  # alive and answering
+
+
+def test_ray_pickles_envelopes_and_outcomes_with_the_standard_pickler() -> None:
+    import pickle
+
+    from ray import cloudpickle
+
+    from protocols import TaskCompleted
+
+    plan = Plan(steps=(_step("s1"),))
+    envelope = Envelope.wrap(
+        StepAssigned(task_id="t1", goal="g", step=plan.steps[0]), sender="c", topic="x"
+    )
+    outcome = TaskCompleted(task_id="t1", goal="g", final_answer="4", steps=(), trace=())
+    for value in (envelope, outcome):
+        data = cloudpickle.dumps(value)
+        assert cloudpickle.loads(data) == value
+        # the reducer hands the object to the standard pickler: its bytes are nested inside
+        assert pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL) in data
