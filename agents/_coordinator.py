@@ -980,8 +980,8 @@ class Coordinator:
             )
         for attempt in range(1, self._attempts + 1):
             envelope = Envelope.wrap(
-                payload, sender=self.name, topic=topic, causation_id=run.root_id
-            ).model_copy(update={"attempt": attempt})
+                payload, sender=self.name, topic=topic, causation_id=run.root_id, attempt=attempt
+            )
             self._write(run, [(d.type, d) for d in before], durable="defer")
             self._trace(run, envelope)
             try:

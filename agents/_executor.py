@@ -178,6 +178,9 @@ class Executor:
         self._tool_reply_tokens = tool_reply_tokens
         self._recall_episodes = recall_episodes
         self._max_chars = max_chars
+        # The answer's schema and its token bound are the same for every step.
+        self._answer_schema = object_schema({"answer": text_field(max_chars, min_chars=1)})
+        self._answer_tokens = schema_token_bound(self._answer_schema)
         self._max_input_chars = max_input_chars
         self._write_window_s = write_window_s
         # Per step: what it was asked, what came of it, its tool episodes (built when written).
@@ -284,8 +287,9 @@ class Executor:
             run.model,
             prompt=prompt,
             user=await self._user(run, facts, reserved=count_tokens(prompt.render())),
-            schema=object_schema({"answer": text_field(self._max_chars, min_chars=1)}),
+            schema=self._answer_schema,
             name="step_answer",
+            max_tokens=self._answer_tokens,
             **_revision_sampling(run.assigned.attempt),
         )
         answer = str(data.get("answer", "")).strip()
@@ -295,14 +299,13 @@ class Executor:
         """Model turns that call tools until the model calls ``answer`` (or the turns run out)."""
         prompt = load_prompt("executor_tools")
         system = prompt.render()
-        answer_params = object_schema({"answer": text_field(self._max_chars, min_chars=1)})
-        specs = (*self._tools.function_specs(offered), _answer_spec(answer_params))
+        specs = (*self._tools.function_specs(offered), _answer_spec(self._answer_schema))
         reserved = count_tokens(system) + spec_tokens(specs)
         messages: list[ChatMessage] = [
             {"role": "system", "content": system},
             {"role": "user", "content": await self._user(run, facts, reserved=reserved)},
         ]
-        max_tokens = max(self._tool_reply_tokens, schema_token_bound(answer_params) + 32)
+        max_tokens = max(self._tool_reply_tokens, self._answer_tokens + 32)
         for _ in range(self._max_tool_turns):
             messages = fit_messages(messages, self._context_tokens - spec_tokens(specs))
             reply = await run.model.complete(

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import Field
 
-from agents._model import ModelClient, UsageMeter
+from agents._model import ModelClient, UsageMeter, schema_token_bound
 from agents._prompts import load_prompt
 from agents._structured import ask_json, clip, object_schema, text_field
 from agents._toolkit import (
@@ -434,6 +434,11 @@ class Reviewer:
     ):
         self._model = model
         self._max_chars = max_chars
+        # The verdict's schema and its token bound are the same for every review.
+        self._schema = object_schema(
+            {"decision": {"type": "string", "enum": DECISIONS}, "feedback": text_field(max_chars)}
+        )
+        self._schema_tokens = schema_token_bound(self._schema)
         self._checks = CheckRunner(tools, workspace_root=workspace_root)
 
     async def handle(self, message: AnyMessage) -> AnyMessage:
@@ -457,19 +462,14 @@ class Reviewer:
         return await self._model_verdict(message)
 
     async def _model_verdict(self, request: ReviewRequested) -> ReviewVerdict:
-        schema = object_schema(
-            {
-                "decision": {"type": "string", "enum": DECISIONS},
-                "feedback": text_field(self._max_chars),
-            }
-        )
         meter = UsageMeter(self._model)
         data, _ = await ask_json(
             meter,
             prompt=load_prompt("reviewer"),
             user=self._user_prompt(request),
-            schema=schema,
+            schema=self._schema,
             name="review",
+            max_tokens=self._schema_tokens,
         )
         decision = data.get("decision")
         if decision not in DECISIONS:

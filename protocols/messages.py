@@ -99,6 +99,7 @@ class Envelope(Message):
         topic: str,
         causation_id: str | None = None,
         provenance: Provenance = "agent",
+        attempt: int = 1,
     ) -> Envelope:
         """Puts a message in a new envelope, taking the task id from the payload."""
         return cls(
@@ -107,6 +108,7 @@ class Envelope(Message):
             sender=sender,
             topic=topic,
             provenance=provenance,
+            attempt=attempt,
             payload=payload,
         )
 
