@@ -47,7 +47,7 @@ from agents._journal_models import (
     TaskStatus,
     idempotency_key,
 )
-from agents._planner import goal_key
+from agents._planner import goal_key, goal_tag
 from agents._settings import ApprovalSettings
 from agents._structured import clip
 from agents._tools import MODEL_TOOL
@@ -1390,6 +1390,7 @@ class Coordinator:
                     kind="plan",
                     content=clip(f"plan for: {run.task.goal}", 4000),
                     importance=0.7 if completed else 0.3,
+                    tags=(goal_tag(run.task.goal),),  # what the planner looks plans up by
                     trusted=True,
                     metadata={
                         "goal_key": goal_key(run.task.goal),

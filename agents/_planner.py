@@ -44,6 +44,13 @@ def goal_key(goal: str) -> str:
     return hashlib.sha256(" ".join(goal.lower().split()).encode()).hexdigest()[:16]
 
 
+def goal_tag(goal: str) -> str:
+    """The tag a plan episode carries for its goal (``goal:<goal_key>``): the planner recalls
+    plans by it, so memory returns only plans of the same goal (usually none) instead of the
+    plans whose text is closest."""
+    return f"goal:{goal_key(goal)}"
+
+
 def plan_schema(tools: list[str], *, max_steps: int, max_chars: int) -> dict[str, Any]:
     """The JSON schema a plan draft must follow, built so that every valid draft is a valid plan.
 
@@ -184,7 +191,13 @@ class Planner:
     async def _recall_plan(self, request: PlanRequested) -> PlanProposed | None:
         """A plan that completed the same goal before, if memory has one that still fits."""
         found = await self._memory.recall(
-            RecallQuery(text=request.goal, namespace=self._namespace, k=5, kinds=("plan",))
+            RecallQuery(
+                text=request.goal,
+                namespace=self._namespace,
+                k=5,
+                kinds=("plan",),
+                tags=(goal_tag(request.goal),),
+            )
         )
         key = goal_key(request.goal)
         for scored in found:

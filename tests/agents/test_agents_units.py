@@ -185,6 +185,41 @@ def test_planner_asks_under_the_schema_and_reports_attempts() -> None:
     model.assert_complete()
 
 
+def test_planner_reuses_the_plan_of_its_goal_among_many_closer_ones() -> None:
+    from agents._planner import goal_key, goal_tag
+    from memory import Episode
+    from protocols import Plan
+
+    def plan_episode(goal: str, tool: str, importance: float) -> Episode:
+        plan = Plan(steps=(Step(id="s1", description=f"do it with {tool}", tool=tool),))
+        return Episode.create(
+            kind="plan",
+            content=f"plan for: {goal}",
+            importance=importance,
+            tags=(goal_tag(goal),),
+            task_id=f"task-{len(goal)}",
+            agent="coordinator",
+            metadata={
+                "goal_key": goal_key(goal),
+                "outcome": "completed",
+                "plan": plan.model_dump_json(),
+            },
+        )
+
+    memory = _memory()
+    goal = "sum the invoice totals"
+    # older and less important than eight plans of goals that share its words
+    episodes = [plan_episode(goal, "calculator", 0.1)] + [
+        plan_episode(f"{goal} of region {n}", "answer", 1.0) for n in range(8)
+    ]
+    asyncio.run(memory.remember(episodes))
+    planner = Planner(ScriptedModelClient(), memory, TOOLS)
+    proposed = asyncio.run(planner.handle(PlanRequested(task_id="t9", goal=goal.upper())))
+    assert isinstance(proposed, PlanProposed)
+    assert proposed.source == "memory"
+    assert [s.tool for s in proposed.plan.steps] == ["calculator"]
+
+
 def test_planner_refuses_other_messages() -> None:
     planner = Planner(ScriptedModelClient(), _memory(), TOOLS)
     with pytest.raises(AgentError, match="planner cannot handle 'task.submitted'"):
