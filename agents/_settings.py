@@ -207,8 +207,10 @@ class JournalSettings(_Settings):
     )
     synchronous: Literal["FULL", "NORMAL"] = Field(
         default="FULL",
-        description="FULL: each entry is fsync'd before the coordinator acts; NORMAL: survives "
-        "process crashes, may lose the last entries on power loss.",
+        description="FULL: what anyone is told of (a submit, an approval, an outcome) is fsync'd "
+        "before they are told, the hot path's entries within 50 ms (a power loss in "
+        "between re-runs a step with its idempotency key); NORMAL: survives process crashes, "
+        "may lose the last entries on power loss.",
     )
     retention_max_age_days: float | None = Field(
         default=30.0, ge=0, description="Finished tasks older than this are pruned (None: keep)."
