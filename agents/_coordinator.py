@@ -1124,7 +1124,7 @@ class Coordinator:
         thread (see ``_write``)."""
         self._sync_wanted = True
         if self._sync_running():
-            return  # it arms the next window when it ends
+            return  # the running fsync arms the next window when it ends
         if self._group_commit_s <= 0:
             self._start_sync()
             return
@@ -1166,9 +1166,8 @@ class Coordinator:
                 logger.error("journal fsync failed: %s", exc)
             if not drain:
                 break
-        if self._sync_wanted and not self._closing:
-            self._syncing = None
-            self._sync_soon()
+        if self._sync_wanted and not self._closing and self._sync_timer is None:
+            self._sync_timer = loop.call_later(self._group_commit_s, self._start_sync)
 
     def _flush_unsynced(self) -> None:
         """Writes every task's waiting entries (unsynced): the group-commit window closed."""

@@ -177,7 +177,6 @@ class Executor:
         self._context_tokens = context_tokens
         self._tool_reply_tokens = tool_reply_tokens
         self._recall_episodes = recall_episodes
-        self._max_chars = max_chars
         # The answer's schema and its token bound are the same for every step.
         self._answer_schema = object_schema({"answer": text_field(max_chars, min_chars=1)})
         self._answer_tokens = schema_token_bound(self._answer_schema)

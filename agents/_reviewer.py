@@ -433,7 +433,6 @@ class Reviewer:
         workspace_root: Path | None = None,
     ):
         self._model = model
-        self._max_chars = max_chars
         # The verdict's schema and its token bound are the same for every review.
         self._schema = object_schema(
             {"decision": {"type": "string", "enum": DECISIONS}, "feedback": text_field(max_chars)}
