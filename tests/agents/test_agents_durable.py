@@ -262,6 +262,11 @@ class _RecordingJournal:
         self._journal = journal
         self.calls: list[tuple[str, list[str], bool | str]] = []
 
+    @classmethod
+    def full(cls, tmp_path: Path) -> _RecordingJournal:
+        """Over a ``synchronous=FULL`` journal under ``tmp_path``."""
+        return cls(SqliteJournal(JournalConfig(data_dir=tmp_path / "journal", synchronous="FULL")))
+
     def append(self, task_id: str, kind: str, payload: Any) -> Any:
         self.calls.append(("append", [kind], True))
         return self._journal.append(task_id, kind, payload)
@@ -281,9 +286,7 @@ class _RecordingJournal:
 async def test_plans_and_verdicts_commit_at_once_and_reach_the_disk_off_the_event_loop(
     tmp_path: Path,
 ) -> None:
-    journal = _RecordingJournal(
-        SqliteJournal(JournalConfig(data_dir=tmp_path / "journal", synchronous="FULL"))
-    )
+    journal = _RecordingJournal.full(tmp_path)
     crew = _crew()
     coordinator = crew.coordinator(journal, group_commit_s=0)  # fsync each at once
     outcome = await coordinator.run(_task())
@@ -315,9 +318,7 @@ async def test_plans_and_verdicts_commit_at_once_and_reach_the_disk_off_the_even
 
 
 async def test_a_submission_is_fsynced_before_submit_returns(tmp_path: Path) -> None:
-    journal = _RecordingJournal(
-        SqliteJournal(JournalConfig(data_dir=tmp_path / "journal", synchronous="FULL"))
-    )
+    journal = _RecordingJournal.full(tmp_path)
     crew = _crew()
     crew.executor.hold["s1"] = asyncio.Event()
     coordinator = crew.coordinator(journal)
@@ -340,9 +341,7 @@ def _appended_before(journal: _RecordingJournal, call: object) -> list[str]:
 async def test_the_soon_writes_of_one_window_share_one_fsync_and_a_synced_write_ends_it(
     tmp_path: Path,
 ) -> None:
-    journal = _RecordingJournal(
-        SqliteJournal(JournalConfig(data_dir=tmp_path / "journal", synchronous="FULL"))
-    )
+    journal = _RecordingJournal.full(tmp_path)
     crew = _crew()
     crew.executor.hold["s2"] = asyncio.Event()
     coordinator = crew.coordinator(journal, group_commit_s=1.0)
@@ -364,9 +363,7 @@ async def test_the_soon_writes_of_one_window_share_one_fsync_and_a_synced_write_
 
 
 async def test_flush_fsyncs_the_soon_writes_whose_window_is_still_open(tmp_path: Path) -> None:
-    journal = _RecordingJournal(
-        SqliteJournal(JournalConfig(data_dir=tmp_path / "journal", synchronous="FULL"))
-    )
+    journal = _RecordingJournal.full(tmp_path)
     crew = _crew()
     crew.executor.hold["s2"] = asyncio.Event()
     coordinator = crew.coordinator(journal, group_commit_s=30.0)
@@ -801,9 +798,7 @@ async def test_an_agent_error_is_journaled_and_a_retryable_one_retried(
 
 
 def test_a_coordinator_driven_from_several_event_loops_syncs_and_flushes(tmp_path: Path) -> None:
-    journal = _RecordingJournal(
-        SqliteJournal(JournalConfig(data_dir=tmp_path / "journal", synchronous="FULL"))
-    )
+    journal = _RecordingJournal.full(tmp_path)
     coordinator = _crew().coordinator(journal, group_commit_s=0)  # an fsync per soon write
     for task_id in ("t1", "t2"):  # each in its own loop, as in-process callers may do
         journal.calls.clear()
