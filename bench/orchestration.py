@@ -36,7 +36,11 @@ The last line is one JSON object:
   GCS, raylet, its helpers and all workers). Shared pages count once per process, so this
   over-states the unique memory; Linux only.
 - context: ``steps_per_task`` (executed, with the final answer), ``plan_steps``, ``executors``,
-  ``cpus`` (logical CPUs given to Ray), ``machine_cpus``, ``journal``, task counts per phase.
+  ``cpus`` (logical CPUs given to Ray), ``machine_cpus``, ``journal``, task counts per phase,
+  ``load_avg_1m_start`` / ``_end``, and ``python_calibration_ms_start`` / ``_end``: a fixed
+  pure-Python workload timed in the driver before and after (median of 5). On a shared machine
+  whose speed moves, it says how fast the machine was during the run: compare runs at a
+  similar calibration, or expect the figures to move in proportion.
 
 Every task must complete with every step approved at the first attempt; anything else ends the
 benchmark with an error (exit status 1), never with numbers for a different workload.
@@ -71,6 +75,20 @@ from protocols import Budget, TaskCompleted, TaskSubmitted  # noqa: E402
 
 CLIENT = "bench.scripted_model:scripted_client"
 TASK_TIMEOUT_S = 300.0
+
+
+def calibration_ms(repeats: int = 5) -> float:
+    """Median time of a fixed pure-Python workload (dict and string work, like the runtime's),
+    to tell how fast the machine is right now."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        table: dict[str, int] = {}
+        for i in range(50_000):
+            key = f"step-{i % 977}"
+            table[key] = table.get(key, 0) + len(key)
+        times.append((time.perf_counter() - started) * 1000)
+    return round(statistics.median(times), 3)
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -265,6 +283,10 @@ def trace_gaps_ms(outcome: TaskCompleted) -> dict[str, float]:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Runs every phase on one team and returns the JSON fields."""
+    context = {
+        "load_avg_1m_start": os.getloadavg()[0],
+        "python_calibration_ms_start": calibration_ms(),
+    }
     with tempfile.TemporaryDirectory(prefix="troupe-bench-") as tmp, local_ray(args.cpus):
         settings = bench_settings(args, Path(tmp))
         with RssSampler() as rss:
@@ -315,6 +337,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "warmup_tasks": args.warmup,
             "tasks_per_phase": {str(c): n for c, n in tasks.items()},
             "quick": args.quick,
+            **context,
+            "load_avg_1m_end": os.getloadavg()[0],
+            "python_calibration_ms_end": calibration_ms(),
         }
     )
     return result

@@ -70,3 +70,4 @@ def test_the_quick_benchmark_prints_positive_numbers() -> None:
     assert result["tasks_per_phase"] == {"1": 3, "10": 10, "100": 100}
     # The driver and the Ray it started: GCS, raylet and at least the team's actors.
     assert result["peak_rss_processes"] >= 8
+    assert result["python_calibration_ms_start"] > 0 and result["python_calibration_ms_end"] > 0
