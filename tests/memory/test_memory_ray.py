@@ -78,6 +78,14 @@ def test_agents_share_one_memory(handle: Any) -> None:
     assert [[s.episode.agent for s in found] for found in many] == [["bob"], ["alice"]]
 
 
+def _pid_or_none(handle: Any) -> int | None:
+    """The actor's process id, or None while it is down (being restarted)."""
+    try:
+        return int(ray.get(handle.__ray_call__.remote(lambda _: os.getpid())))
+    except ray.exceptions.RayActorError:
+        return None
+
+
 def test_nothing_is_lost_when_the_actor_is_killed(handle: Any) -> None:
     memory = RayMemory(handle)
     episodes = [
@@ -88,10 +96,14 @@ def test_nothing_is_lost_when_the_actor_is_killed(handle: Any) -> None:
     pid_before = ray.get(handle.__ray_call__.remote(lambda _: os.getpid()))
 
     ray.kill(handle, no_restart=False)
+    # The kill is asynchronous: a call sent right after it may still reach the old process.
+    # Ask until a new process answers (Ray restarts the actor; calls wait for that).
+    deadline = time.monotonic() + 60
+    while _pid_or_none(handle) in (pid_before, None):
+        assert time.monotonic() < deadline, "the memory actor was not restarted within 60 s"
+        time.sleep(0.1)
 
-    assert run(memory.count()) == 3  # waits for the restart, which reloads the file
-    pid_after = ray.get(handle.__ray_call__.remote(lambda _: os.getpid()))
-    assert pid_after != pid_before
+    assert run(memory.count()) == 3  # the new process reloaded the file
     found = run(memory.recall(RecallQuery(text="ran step 2", k=3)))
     assert found[0].episode == episodes[2]
     assert run(memory.remember(episodes)) == 0
