@@ -86,6 +86,17 @@ def _pid_or_none(handle: Any) -> int | None:
         return None
 
 
+def _kill_and_await_restart(handle: Any) -> None:
+    """Kills the actor and returns once a new process answers: the kill is asynchronous, so a
+    call sent right after it may still reach the old process."""
+    pid_before = _pid_or_none(handle)
+    ray.kill(handle, no_restart=False)
+    deadline = time.monotonic() + 60
+    while _pid_or_none(handle) in (pid_before, None):
+        assert time.monotonic() < deadline, "the memory actor was not restarted within 60 s"
+        time.sleep(0.1)
+
+
 def test_nothing_is_lost_when_the_actor_is_killed(handle: Any) -> None:
     memory = RayMemory(handle)
     episodes = [
@@ -93,15 +104,8 @@ def test_nothing_is_lost_when_the_actor_is_killed(handle: Any) -> None:
         for i in range(3)
     ]
     assert run(memory.remember(episodes)) == 3
-    pid_before = ray.get(handle.__ray_call__.remote(lambda _: os.getpid()))
 
-    ray.kill(handle, no_restart=False)
-    # The kill is asynchronous: a call sent right after it may still reach the old process.
-    # Ask until a new process answers (Ray restarts the actor; calls wait for that).
-    deadline = time.monotonic() + 60
-    while _pid_or_none(handle) in (pid_before, None):
-        assert time.monotonic() < deadline, "the memory actor was not restarted within 60 s"
-        time.sleep(0.1)
+    _kill_and_await_restart(handle)
 
     assert run(memory.count()) == 3  # the new process reloaded the file
     found = run(memory.recall(RecallQuery(text="ran step 2", k=3)))
@@ -150,7 +154,7 @@ def test_vectors_forget_and_ttl_through_the_actor_survive_a_restart(handle: Any)
     assert run(memory.forget(MemoryFilter(ids=(episodes[2].id,)))) == 1
     assert run(memory.forget_expired()) == 0
 
-    ray.kill(handle, no_restart=False)
+    _kill_and_await_restart(handle)
 
     # After the restart: no re-embedding, vector search still works from the persisted vectors.
     query = RecallQuery(vector=tuple(inner.vector("Berlin shipping").tolist()), k=3)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -428,7 +430,20 @@ def test_killing_the_dead_letter_actor_loses_no_acknowledged_letter(
         envelopes = [_envelope(f"s{i}", task_id=f"t{i}") for i in range(3)]
         for envelope in envelopes:
             run(harness.bus.publish(envelope))
-        ray.kill(harness.letters_actor, no_restart=False)  # Ray restarts it; it reloads
+        actor = harness.letters_actor
+
+        def pid() -> int | None:  # None while the actor is down
+            try:
+                return int(ray.get(actor.__ray_call__.remote(lambda _: os.getpid())))
+            except ray.exceptions.RayActorError:
+                return None
+
+        before = pid()
+        ray.kill(actor, no_restart=False)  # Ray restarts it; it reloads
+        deadline = time.monotonic() + 60
+        while pid() in (before, None):  # the kill is asynchronous: wait for the new process
+            assert time.monotonic() < deadline, "the dead-letter actor was not restarted"
+            time.sleep(0.1)
         letters = run(harness.letters.list())
         assert [d.envelope.message_id for d in letters] == [e.message_id for e in envelopes]
         harness.heal("a")
