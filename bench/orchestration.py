@@ -38,9 +38,8 @@ The last line is one JSON object:
 - context: ``steps_per_task`` (executed, with the final answer), ``plan_steps``, ``executors``,
   ``cpus`` (logical CPUs given to Ray), ``machine_cpus``, ``journal``, task counts per phase,
   ``load_avg_1m_start`` / ``_end``, and ``python_calibration_ms_start`` / ``_end``: a fixed
-  pure-Python workload timed in the driver before and after (median of 5). On a shared machine
-  whose speed moves, it says how fast the machine was during the run: compare runs at a
-  similar calibration, or expect the figures to move in proportion.
+  pure-Python workload timed in the driver before and after (median of 5): how fast one core
+  ran Python around the run, to compare runs on a shared machine.
 
 Every task must complete with every step approved at the first attempt; anything else ends the
 benchmark with an error (exit status 1), never with numbers for a different workload.
