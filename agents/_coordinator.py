@@ -253,11 +253,8 @@ class Coordinator:
         history = History.new(submitted)
         run = _Run(task=task, history=history, live=True)
         if self._journal is not None:
-            [entry] = self._journal.append_many(
-                task.task_id, [(task.type, submitted)], sync=durable == "now"
-            )
-            run.written.add(entry.seq)
-            run.scanned = entry.seq
+            self._commit(run, [(task.type, submitted)], sync=durable == "now")
+            run.scanned = max(run.written)  # the submission: the task's first entry
             if durable == "soon":
                 self._sync_soon()
         self._start(run, submitted)
