@@ -97,7 +97,11 @@ def shared_memory(settings: TroupeSettings) -> EpisodicMemory:
     if config.backend == "weaviate":
         assert config.weaviate is not None  # the settings validator guarantees it
         return WeaviateMemory(config.weaviate, embedder=embedder)
-    return RayMemory(ray.get_actor(config.actor_name), embedder=embedder)
+    return RayMemory(
+        ray.get_actor(config.actor_name),
+        embedder=embedder,
+        lanes=settings.bus.config.direct_lanes,
+    )
 
 
 def tool_registry(

@@ -35,12 +35,14 @@ from protocols import (
     ConsumerStats,
     Envelope,
     ErrorReport,
+    LaneAddress,
     RayBus,
     TaskCompleted,
     TaskFailed,
     TaskSubmitted,
     Topics,
     TroupeError,
+    member_lane,
 )
 from protocols._consumer import BatchResult
 
@@ -162,6 +164,12 @@ class AgentActor:
         self._name = name
         self._agent = hosted_agent(role, name, settings, shared_memory(settings))
         self._host = ConsumerHost(AgentConsumer(self._agent), name=name)
+        self._lane = member_lane(self)
+
+    async def lane_address(self) -> LaneAddress | None:
+        """Where the bus may reach ``deliver`` / ``deliver_batch`` without a Ray call (see
+        ``protocols._lane``); started on the first ask."""
+        return await self._lane.address()
 
     async def start(self) -> None:
         """Loads the MCP tools now instead of on the first message.
@@ -174,6 +182,7 @@ class AgentActor:
     async def close(self) -> None:
         """Waits for the agent's memory writes, then closes its MCP connections (stops the stdio
         servers it started)."""
+        self._lane.close()
         await self._agent.close()
 
     async def deliver(self, envelope: Envelope) -> Envelope | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
 from pathlib import Path
-from typing import Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import numpy as np
 import ray
@@ -27,7 +27,17 @@ from memory._embedded import EmbeddedStore
 from memory._embedding import Embedder, embed_episodes, embed_queries, embed_query
 from memory._episode import Episode, MemoryFilter, RecallQuery, ScoredEpisode
 from memory._protocol import RecallWeights, Vectors
-from protocols import ConfigurationError, DeliveryError, pickle_natively
+from protocols import (
+    ConfigurationError,
+    DeliveryError,
+    LaneAddress,
+    LaneBroken,
+    LaneRemoteError,
+    LaneServer,
+    LaneUnavailable,
+    lane_call,
+    pickle_natively,
+)
 
 _T = TypeVar("_T")
 
@@ -50,6 +60,19 @@ class MemoryActor:
         self, path: str, weights: RecallWeights | None = None, dimension: int = 384
     ) -> None:
         self._store = EmbeddedStore(Path(path), weights=weights, dimension=dimension)
+        self._lane = LaneServer(self, _LANE_METHODS)
+
+    @ray.method
+    def lane_address(self) -> LaneAddress | None:
+        """Where callers on this node reach the store without a Ray call (see
+        ``protocols.LaneServer``): served from a thread of its own, beside the Ray calls (the
+        store is thread-safe); started on the first ask."""
+        return self._lane.address_in_thread()
+
+    @ray.method
+    def lane_calls(self) -> int:
+        """Calls answered over the lane so far (the rest came as Ray calls)."""
+        return self._lane.served
 
     @ray.method
     def remember(self, episodes: Sequence[Episode], vectors: np.ndarray | None = None) -> int:
@@ -86,6 +109,8 @@ class MemoryActor:
         """The file this actor persists to, so callers can check they share the right one."""
         return str(self._store.path)
 
+
+_LANE_METHODS = ("remember", "forget", "forget_expired", "recall", "recall_many", "count")
 
 _RemoteMemoryActor = ray.remote(MemoryActor)
 
@@ -169,14 +194,31 @@ class RayMemory:
         handle: From ``memory_actor``.
         embedder: Embeds episodes and query texts in the caller's process before they go to
             the actor; ``None`` keeps recall keyword-only unless callers pass vectors.
+        lanes: Call the actor over its lane when it runs on the caller's node (~0.1 ms instead
+            of a ~1 ms Ray call; see ``protocols.LaneServer``), through Ray otherwise.
     """
 
     def __init__(
-        self, handle: ActorHandle[MemoryActor], *, embedder: Embedder | None = None
+        self,
+        handle: ActorHandle[MemoryActor],
+        *,
+        embedder: Embedder | None = None,
+        lanes: bool = True,
     ) -> None:
         # Ray's method typing (``@ray.method``) works through its "handle or class" alias.
         self._handle: ActorProxy[MemoryActor] = handle
         self._embedder = embedder
+        self._lanes = lanes
+
+    async def _call(self, method: str, *args: object) -> Any:
+        if self._lanes:
+            try:
+                return await lane_call(self._handle, method, *args)
+            except (LaneUnavailable, LaneBroken):
+                pass  # through Ray, whose retries cover a restart (every call is idempotent)
+            except LaneRemoteError as exc:
+                raise exc.cause from None  # the store's own error (a bad vector), as through Ray
+        return await _delivered(getattr(self._handle, method).remote(*args))
 
     async def remember(self, episodes: Sequence[Episode], *, vectors: Vectors | None = None) -> int:
         """See ``EpisodicMemory.remember``."""
@@ -184,29 +226,29 @@ class RayMemory:
         if vectors is None:
             batch, vectors = await embed_episodes(self._embedder, batch)
         array = None if vectors is None else np.asarray(vectors, dtype=np.float32)
-        return await _delivered(self._handle.remember.remote(batch, array))
+        return await self._call("remember", batch, array)
 
     async def recall(self, query: RecallQuery) -> list[ScoredEpisode]:
         """See ``EpisodicMemory.recall``."""
         query = await embed_query(self._embedder, query)
-        return await _delivered(self._handle.recall.remote(query))
+        return await self._call("recall", query)
 
     async def recall_many(self, queries: Sequence[RecallQuery]) -> list[list[ScoredEpisode]]:
         """See ``EpisodicMemory.recall_many``: one actor call for all of them."""
         embedded = await embed_queries(self._embedder, queries)
-        return await _delivered(self._handle.recall_many.remote(embedded))
+        return await self._call("recall_many", embedded)
 
     async def forget(self, where: MemoryFilter) -> int:
         """See ``EpisodicMemory.forget``."""
-        return await _delivered(self._handle.forget.remote(where))
+        return await self._call("forget", where)
 
     async def forget_expired(self, namespace: str = "default") -> int:
         """See ``EpisodicMemory.forget_expired``."""
-        return await _delivered(self._handle.forget_expired.remote(namespace))
+        return await self._call("forget_expired", namespace)
 
     async def count(self, namespace: str = "default") -> int:
         """See ``EpisodicMemory.count``."""
-        return await _delivered(self._handle.count.remote(namespace))
+        return await self._call("count", namespace)
 
 
 async def _delivered(call: Awaitable[_T]) -> _T:

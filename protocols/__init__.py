@@ -14,12 +14,21 @@ from protocols._deadletters import (
     InMemoryDeadLetters,
 )
 from protocols._inprocess import InProcessBus
+from protocols._lane import (
+    LaneAddress,
+    LaneBroken,
+    LaneRemoteError,
+    LaneServer,
+    LaneUnavailable,
+    lane_call,
+)
 from protocols._raybus import (
     ConsumerActor,
     DeadLetterActor,
     RayBus,
     RayDeadLetters,
     dead_letter_actor,
+    member_lane,
     pickle_natively,
 )
 from protocols._schema import message_schemas, schema_breaks
@@ -103,6 +112,11 @@ __all__ = [
     "Heartbeat",
     "InMemoryDeadLetters",
     "InProcessBus",
+    "LaneAddress",
+    "LaneBroken",
+    "LaneRemoteError",
+    "LaneServer",
+    "LaneUnavailable",
     "Message",
     "MessageValidationError",
     "Plan",
@@ -133,6 +147,8 @@ __all__ = [
     "Usage",
     "dead_letter_actor",
     "describe_validation_error",
+    "lane_call",
+    "member_lane",
     "message_schemas",
     "parse_message",
     "pickle_natively",

@@ -46,6 +46,13 @@ class BusConfig(BaseModel):
         "does not answer is skipped for this delivery but kept, and a request that found no "
         "member answering fails as retryable.",
     )
+    direct_lanes: bool = Field(
+        default=True,
+        description="Deliver to a Ray actor on the same node over a direct lane (a Unix socket "
+        "between the two processes, ~0.1 ms a call instead of ~1 ms for a Ray call; Linux), "
+        "through Ray otherwise. Off: every delivery is a Ray call, listed as a task in the Ray "
+        "dashboard.",
+    )
 
 
 class GroupStats(BaseModel):

@@ -22,6 +22,7 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from protocols import _lane
 from protocols._bus import DeliveryCore, MemberGone
 from protocols._bus_types import BusConfig, Consumer
 from protocols._consumer import BatchResult, ConsumerClosedError, ConsumerHost, ConsumerStats
@@ -68,7 +69,7 @@ class RayBus(DeliveryCore[Any]):
     async def _call(self, member: Any, envelope: Envelope, timeout: float) -> Envelope | None:
         if isinstance(member, ConsumerHost):
             return await _local(member.deliver(envelope), timeout)
-        reply: Envelope | None = await _remote(member.deliver.remote, envelope, timeout)
+        reply: Envelope | None = await self._remote(member, "deliver", envelope, timeout)
         return reply
 
     async def _call_batch(
@@ -76,8 +77,22 @@ class RayBus(DeliveryCore[Any]):
     ) -> list[BatchResult]:
         if isinstance(member, ConsumerHost):
             return await _local(member.deliver_batch(envelopes), timeout)
-        results: list[BatchResult] = await _remote(member.deliver_batch.remote, envelopes, timeout)
+        results: list[BatchResult] = await self._remote(member, "deliver_batch", envelopes, timeout)
         return results
+
+    async def _remote(self, member: Any, method: str, argument: Any, timeout: float) -> Any:
+        """Over the member's lane when it has one to this process (see ``protocols._lane``),
+        else one Ray call; the same errors either way."""
+        if self.config.direct_lanes:
+            try:
+                return await _lane.lane_call(member, method, argument, timeout=timeout)
+            except _lane.LaneUnavailable:
+                pass  # another node, or a message only Ray's serializer carries
+            except _lane.LaneBroken:  # its process ended during the call, as a dead actor's
+                raise MemberGone from None
+            except _lane.LaneRemoteError as exc:
+                raise _crashed(exc.cause) from None
+        return await _remote(getattr(member, method).remote, argument, timeout)
 
 
 async def _local(call: Awaitable[_T], timeout: float) -> _T:
@@ -97,13 +112,23 @@ async def _remote(method: Callable[[Any], Any], argument: Any, timeout: float) -
         ray.cancel(ref)
         raise
     except RayTaskError as exc:  # the host itself broke (handler errors come back as reports)
-        raise DeliveryError(
-            f"consumer host crashed: {exc.cause!r}", code="consumer_crashed", retryable=False
-        ) from None
+        raise _crashed(exc.cause) from None
+
+
+def _crashed(cause: BaseException) -> DeliveryError:
+    return DeliveryError(
+        f"consumer host crashed: {cause!r}", code="consumer_crashed", retryable=False
+    )
 
 
 async def _await(ref: Awaitable[Any]) -> Any:
     return await ref
+
+
+def member_lane(member: object) -> _lane.LaneServer:
+    """The lane a bus member's actor serves (see ``protocols._lane``): the bus's two calls,
+    ``deliver`` and ``deliver_batch``."""
+    return _lane.LaneServer(member, ("deliver", "deliver_batch"))
 
 
 class ConsumerActor:
@@ -115,6 +140,12 @@ class ConsumerActor:
 
     def __init__(self, factory: Callable[[], Consumer], *, name: str, capacity: int = 1024):
         self._host = ConsumerHost(factory(), name=name, capacity=capacity)
+        self._lane = member_lane(self)
+
+    async def lane_address(self) -> _lane.LaneAddress | None:
+        """Where this actor serves ``deliver`` and ``deliver_batch`` on its lane (started on
+        the first ask); None where lanes are not supported."""
+        return await self._lane.address()
 
     async def deliver(self, envelope: Envelope) -> Envelope | None:
         """Bus entry point: one message."""

@@ -166,3 +166,29 @@ def test_vectors_forget_and_ttl_through_the_actor_survive_a_restart(handle: Any)
     assert inner.embedded == 3
     with pytest.raises(ValueError, match="query vector has dimension 2"):
         run(memory.recall(RecallQuery(vector=(1.0, 0.0))))
+
+
+@pytest.mark.parametrize(("lanes", "over_lanes"), [(True, 4), (False, 0)])
+def test_calls_from_this_node_go_over_the_actors_lane_unless_lanes_are_off(
+    handle: Any, lanes: bool, over_lanes: int
+) -> None:
+    memory = RayMemory(handle, lanes=lanes)
+    episode = Episode.create(kind="observation", content="the vat rate is 19 percent", agent="a")
+
+    async def calls() -> tuple[int, list[Any], list[list[Any]], int]:
+        return (
+            await memory.remember([episode]),
+            await memory.recall(RecallQuery(text="vat rate")),
+            await memory.recall_many(
+                [RecallQuery(text="vat"), RecallQuery(text="vat", kinds=("tool_result",))]
+            ),
+            await memory.count(),
+        )
+
+    stored, found, many, count = run(calls())
+    assert (stored, count) == (1, 1)
+    assert [s.episode.id for s in found] == [episode.id]
+    assert [[s.episode.id for s in f] for f in many] == [[episode.id], []]
+    assert ray.get(handle.lane_calls.remote()) == over_lanes
+    with pytest.raises(ValueError, match="query vector has dimension 2"):  # the store's own error
+        run(memory.recall(RecallQuery(vector=(1.0, 0.0))))

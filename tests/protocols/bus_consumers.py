@@ -5,7 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from protocols import ConsumerHost, Envelope, ErrorReport, StepAssigned, StepResult
+from protocols import (
+    ConsumerHost,
+    Envelope,
+    ErrorReport,
+    LaneAddress,
+    StepAssigned,
+    StepResult,
+    member_lane,
+)
 from protocols._consumer import BatchResult
 
 
@@ -72,6 +80,13 @@ class RecordingActor:
     def __init__(self, name: str, behaviour: str, delay: float, ledger: Any, capacity: int):
         self.consumer = RecordingConsumer(name, behaviour, delay=delay, ledger=ledger)
         self.host = ConsumerHost(self.consumer, name=name, capacity=capacity)
+        self.lane = member_lane(self)
+
+    async def lane_address(self) -> LaneAddress | None:
+        return await self.lane.address()
+
+    def lane_calls(self) -> int:
+        return self.lane.served
 
     async def deliver(self, envelope: Envelope) -> Envelope | None:
         return await self.host.deliver(envelope)

@@ -43,6 +43,8 @@ class Harness:
     def __init__(self, kind: str, config: BusConfig | None = None, *, letters_path: str = ""):
         self.kind = kind
         self.config = config or BusConfig(retry_backoff_s=0.001)
+        if kind == "ray-no-lanes":  # every delivery a Ray call, as with lanes off or off-node
+            self.config = self.config.model_copy(update={"direct_lanes": False})
         self.consumers: dict[str, Any] = {}
         if kind == "inprocess":
             self.letters: Any = InMemoryDeadLetters()
@@ -104,7 +106,7 @@ class Harness:
             ray.kill(self.consumers[name], no_restart=True)
 
     def cleanup(self) -> None:
-        if self.kind == "ray":
+        if self.kind != "inprocess":
             import ray
 
             for consumer in self.consumers.values():
@@ -112,9 +114,14 @@ class Harness:
             ray.kill(self.letters_actor, no_restart=True)
 
 
-@pytest.fixture(params=["inprocess", pytest.param("ray", marks=pytest.mark.ray)])
+RAY_KINDS = ["ray", "ray-no-lanes"]
+"""The Ray bus with its members reached over lanes (the default, on one node), and through Ray
+calls only."""
+
+
+@pytest.fixture(params=["inprocess", *(pytest.param(k, marks=pytest.mark.ray) for k in RAY_KINDS)])
 def kind(request: pytest.FixtureRequest) -> str:
-    if request.param == "ray":
+    if request.param != "inprocess":
         request.getfixturevalue("ray_session")
     return str(request.param)
 
@@ -141,6 +148,25 @@ def test_request_returns_the_reply_and_round_robins_a_group(harness: Harness) ->
     assert all(isinstance(r.payload, StepResult) for r in replies)
     assert harness.seen("a") == ["s0", "s2"]
     assert harness.seen("b") == ["s1", "s3"]
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize(("ray_kind", "over_lanes"), [("ray", 3), ("ray-no-lanes", 0)])
+def test_a_member_on_this_node_is_reached_over_its_lane_unless_lanes_are_off(
+    ray_session: None, ray_kind: str, over_lanes: int
+) -> None:
+    import ray
+
+    harness = Harness(ray_kind)
+    try:
+        harness.add("work", "pool", "a")
+        for i in range(2):
+            run(harness.bus.request(_envelope(f"s{i}")))
+        run(harness.bus.publish_batch([_envelope("s2", task_id="t2")]))
+        assert harness.seen("a") == ["s0", "s1", "s2"]
+        assert ray.get(harness.consumers["a"].lane_calls.remote()) == over_lanes
+    finally:
+        harness.cleanup()
 
 
 def test_reply_is_caused_by_the_request(harness: Harness) -> None:
@@ -383,15 +409,16 @@ def test_a_full_consumer_refuses_and_the_bus_waits_for_room(kind: str) -> None:
 
 
 @pytest.mark.ray
+@pytest.mark.parametrize("ray_kind", RAY_KINDS)
 def test_killing_a_consumer_mid_handler_redelivers_and_the_effect_happens_once(
-    ray_session: None,
+    ray_session: None, ray_kind: str
 ) -> None:
     import ray
 
     from tests.protocols.bus_consumers import Ledger
 
     ledger = ray.remote(Ledger).options(num_cpus=0).remote()
-    harness = Harness("ray")
+    harness = Harness(ray_kind)
     try:
         envelope = _envelope("s1", task_id="t-kill")
         harness.add("work", "pool", "a", "effect", delay=30.0, ledger=ledger)
