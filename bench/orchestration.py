@@ -10,7 +10,8 @@ approves) -> coordinator, then the final answer the same way. Memory is keyword-
 (two episodes per executed step, two per task), as it would in a real deployment.
 
 Run: ``.venv/bin/python bench/orchestration.py`` (or ``make bench``); ``--quick`` for a short
-run; ``--journal on|off`` to force the task journal (default: the settings default). The full
+run; ``--journal on|off`` to force the task journal (default: the settings default);
+``--lanes on|off`` to force direct lanes (off: every agent and memory hop is a Ray call). The full
 run, as reported: ``.venv/bin/python bench/orchestration.py`` on an otherwise quiet machine.
 The last line is one JSON object:
 
@@ -36,7 +37,8 @@ The last line is one JSON object:
   GCS, raylet, its helpers and all workers). Shared pages count once per process, so this
   over-states the unique memory; Linux only.
 - context: ``steps_per_task`` (executed, with the final answer), ``plan_steps``, ``executors``,
-  ``cpus`` (logical CPUs given to Ray), ``machine_cpus``, ``journal``, task counts per phase,
+  ``cpus`` (logical CPUs given to Ray), ``machine_cpus``, ``journal``, ``direct_lanes``, task
+  counts per phase,
   ``load_avg_1m_start`` / ``_end``, and ``python_calibration_ms_start`` / ``_end``: a fixed
   pure-Python workload timed in the driver before and after (median of 5): how fast one core
   ran Python around the run, to compare runs on a shared machine.
@@ -185,6 +187,8 @@ def bench_settings(args: argparse.Namespace, data: Path) -> TroupeSettings:
         },
         "budget": {"max_steps": args.steps},
     }
+    if args.lanes != "default":
+        config["bus"]["config"] = {"direct_lanes": args.lanes == "on"}
     journal: dict[str, Any] = {"data_dir": str(data / "journal")}
     if args.journal != "default":
         journal["enabled"] = args.journal == "on"
@@ -333,6 +337,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "cpus": args.cpus,
             "machine_cpus": os.cpu_count(),
             "journal": settings.journal.enabled,
+            "direct_lanes": settings.bus.config.direct_lanes,
             "warmup_tasks": args.warmup,
             "tasks_per_phase": {str(c): n for c, n in tasks.items()},
             "quick": args.quick,
@@ -352,6 +357,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["on", "off", "default"],
         default="default",
         help="force the task journal on or off (default: the settings default)",
+    )
+    parser.add_argument(
+        "--lanes",
+        choices=["on", "off", "default"],
+        default="default",
+        help="force the bus's and memory's direct lanes on or off (off: every hop a Ray call)",
     )
     parser.add_argument("--steps", type=int, default=5, help="plan steps per task (default 5)")
     parser.add_argument("--executors", type=int, default=2, help="executor actors (default 2)")

@@ -59,6 +59,8 @@ def test_the_quick_benchmark_prints_positive_numbers() -> None:
         "--single=3",
         "--warmup=1",
         "--rounds=1",
+        # The team's tests on Ray run with lanes (the default); here every hop is a Ray call.
+        "--lanes=off",
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -67,6 +69,7 @@ def test_the_quick_benchmark_prints_positive_numbers() -> None:
         assert result[field] > 0, (field, result)
     assert result["step_overhead_p99_ms"] >= result["step_overhead_p50_ms"]
     assert result["steps_per_task"] == 6
+    assert result["direct_lanes"] is False
     assert result["tasks_per_phase"] == {"1": 3, "10": 10, "100": 100}
     # The driver and the Ray it started: GCS, raylet and at least the team's actors.
     assert result["peak_rss_processes"] >= 8
