@@ -274,6 +274,8 @@ class _Connection:
         self._reading = asyncio.ensure_future(self._read(reader))
 
     async def call(self, method: str, args: tuple[object, ...], timeout: float | None) -> object:
+        if self.closed:  # nothing sent: the caller may use Ray instead
+            raise LaneUnavailable("the lane closed")
         try:
             body = _dumps((method, args))
         except Exception as exc:  # Ray's serializer handles more than pickle does
@@ -357,7 +359,7 @@ class _Lanes:
         try:
             address = await handle.lane_address.remote()  # type: ignore[attr-defined]
         except Exception as exc:  # no such method, or the actor is down: Ray reports that itself
-            logger.warning("lane: no address: %r", exc)
+            logger.debug("lane: no address: %r", exc)
             return None
         if (
             not isinstance(address, LaneAddress)
@@ -372,7 +374,7 @@ class _Lanes:
             reader, writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 20)
         except OSError as exc:
             sock.close()
-            logger.warning("lane: no connection: %r", exc)
+            logger.debug("lane: no connection: %r", exc)
             return None
         return _Connection(reader, writer)
 

@@ -120,6 +120,33 @@ def test_a_call_in_flight_when_the_actor_dies_is_broken(target: Any) -> None:
         run(killed_mid_call())
 
 
+def test_after_a_restart_the_next_call_finds_the_new_process_lane(ray_session: None) -> None:
+    import ray
+
+    actor = ray.remote(AsyncTarget).options(num_cpus=0, max_restarts=1).remote()
+
+    async def across_a_restart() -> tuple[int, int, int]:
+        before = await lane_call(actor, "pid")
+        ray.kill(actor, no_restart=False)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until the new process answers through Ray
+            try:
+                if await actor.pid.remote() != before:
+                    break
+            except ray.exceptions.RayActorError:
+                pass
+            await asyncio.sleep(0.1)
+        after = await lane_call(actor, "pid")  # same event loop: its old connection is closed
+        return int(before), int(after), int((await actor.counts.remote())[0])  # type: ignore[arg-type]
+
+    try:
+        before, after, served_by_new = run(across_a_restart())
+        assert after != before
+        assert served_by_new == 1
+    finally:
+        ray.kill(actor, no_restart=True)
+
+
 def test_a_threaded_actor_serves_its_lane_from_a_thread_of_its_own(ray_session: None) -> None:
     import ray
 
