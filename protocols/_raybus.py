@@ -2,7 +2,8 @@
 
 The bus object is a small picklable routing table of actor handles plus this process's
 counters, so it can be handed to any actor (the coordinator, a gateway) and used there; a
-delivery is one actor call, a batch is one call for many messages.
+delivery is one call, a batch is one call for many messages: over the member's lane when it
+runs on this node (``protocols._lane``, ``BusConfig.direct_lanes``), else one actor call.
 
 A member may also be a ``ConsumerHost`` in the process that uses the bus (an agent colocated
 with the coordinator): delivery to it is a function call with the same guarantees (dedupe,
