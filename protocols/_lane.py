@@ -224,10 +224,17 @@ class LaneServer:
             result = function(*args)
             if inspect.isawaitable(result):
                 result = await result
-            reply = _frame(call_id, _OK, _dumps(result))
+            reply = _frame(call_id, _OK, _dump_result(result))
         except Exception as exc:
             reply = _frame(call_id, _ERROR, _error_body(exc))
         writer.write(reply)
+
+
+def _dump_result(value: object) -> bytes:
+    try:
+        return _dumps(value)
+    except Exception:  # the method has run: carry what only cloudpickle can, as Ray would
+        return bytes(ray.cloudpickle.dumps(value))
 
 
 def _error_body(exc: Exception) -> bytes:

@@ -21,7 +21,9 @@ class AsyncTarget:
     """Serves ``echo``, ``fail``, ``odd_failure`` and ``wait`` on a lane from its event loop."""
 
     def __init__(self) -> None:
-        self.lane = LaneServer(self, ("echo", "fail", "odd_failure", "wait", "pid"))
+        self.lane = LaneServer(
+            self, ("echo", "fail", "odd_failure", "wait", "pid", "local_function")
+        )
         self.cancelled = 0
 
     async def lane_address(self) -> LaneAddress | None:
@@ -46,6 +48,12 @@ class AsyncTarget:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def local_function(self, x: int) -> object:
+        def add(y: int) -> int:  # a closure: the standard pickler refuses it
+            return x + y
+
+        return add
 
     def not_served(self) -> str:
         return "ran"

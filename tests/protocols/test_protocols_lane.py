@@ -47,6 +47,11 @@ def test_many_calls_in_flight_on_one_lane_each_get_their_own_reply(target: Any) 
     assert run(many()) == list(range(50))
 
 
+def test_a_result_only_cloudpickle_carries_still_comes_back(target: Any) -> None:
+    add = run(lane_call(target, "local_function", 40))
+    assert add(2) == 42  # type: ignore[operator]
+
+
 def test_the_methods_error_comes_back_as_its_cause(target: Any) -> None:
     with pytest.raises(LaneRemoteError) as caught:
         run(lane_call(target, "fail", "the input was bad"))
