@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import itertools
 import logging
@@ -293,10 +294,7 @@ class _Connection:
         try:
             self._writer.write(_frame(call_id, _CALL, body))
             kind, reply = await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            self._send(call_id, _CANCEL)
-            raise
-        except asyncio.CancelledError:
+        except (TimeoutError, asyncio.CancelledError):
             self._send(call_id, _CANCEL)
             raise
         finally:
@@ -387,13 +385,11 @@ class _Lanes:
 
 
 _LANES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Lanes] = weakref.WeakKeyDictionary()
-_NODE_ID: list[str] = []
 
 
+@functools.cache
 def _node_id() -> str:
-    if not _NODE_ID:
-        _NODE_ID.append(ray.get_runtime_context().get_node_id())
-    return _NODE_ID[0]
+    return str(ray.get_runtime_context().get_node_id())
 
 
 def _actor_key(handle: object) -> str:
