@@ -144,6 +144,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
     with _ray(settings), _models(settings) as base_url:
         names = ", ".join(model.name for model in settings.serve.models)
         print(f"troupe models: {base_url} ({names}); Ctrl-C stops", flush=True)
+        if base_url != settings.serve.base_url:
+            print(f"troupe models: also through the Serve proxy at {settings.serve.base_url}")
         with contextlib.suppress(KeyboardInterrupt):
             wait_for_interrupt()
     print("troupe models: stopped", flush=True)
@@ -506,6 +508,8 @@ def _models(settings: TroupeSettings) -> Iterator[str]:
 
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # deploy chatter is not the result
     _check_port_free(settings.serve.host, settings.serve.port)
+    if settings.serve.direct_port:  # 0 is "any free port", None is "none"
+        _check_port_free(settings.serve.host, settings.serve.direct_port, setting="direct_port")
     try:
         base_url = deploy(settings.serve)
     except RuntimeError as exc:  # Serve reports a replica that failed to start this way
@@ -519,14 +523,15 @@ def _models(settings: TroupeSettings) -> Iterator[str]:
         shutdown(settings.serve)
 
 
-def _check_port_free(host: str, port: int) -> None:
+def _check_port_free(host: str, port: int, *, setting: str = "port") -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
             sock.bind((host, port))
         except OSError:
+            fix = "pass --port with a free port or set" if setting == "port" else "set"
             raise ConfigurationError(
-                f"port {port} on {host} is in use, so the model API cannot listen there: pass "
-                "--port with a free port or set serve.port in the settings file"
+                f"port {port} on {host} is in use, so the model API cannot listen there: "
+                f"{fix} serve.{setting} in the settings file"
             ) from None
 
 

@@ -19,6 +19,10 @@ replica hop more per request).
 compares 30 requests of one completion token each, which isolates the per-request cost of the
 Serve path from the ~10 ms that 32 decode steps vary by on a shared machine.
 
+Served requests go to the URL `deploy` returns: the ingress replica's direct listener
+(`ServeSettings.direct_port`). The `*_proxy` fields time the same requests through Serve's HTTP
+proxy, which serves the same app; `--direct off` deploys without the direct listener.
+
 On a shared 2-core machine numbers move with whatever else runs; compare within one run.
 """
 
@@ -95,6 +99,11 @@ class RawChat:
 
     def close(self) -> None:
         self._llm.close()
+
+
+def _overhead_ms(served: list[tuple[float, int]], raw: list[tuple[float, int]]) -> float:
+    """p50 served latency - p50 raw latency, in ms."""
+    return round((_p50([s for s, _ in served]) - _p50([s for s, _ in raw])) * 1000, 1)
 
 
 def interleaved(
@@ -176,6 +185,12 @@ def main() -> None:
     )
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument(
+        "--direct",
+        choices=("on", "off"),
+        default="on",
+        help="the ingress replica's direct listener (on, the default) or the Serve proxy only",
+    )
+    parser.add_argument(
         "--colocate",
         choices=("auto", "yes", "no"),
         default="auto",
@@ -195,17 +210,22 @@ def main() -> None:
         n_threads=args.threads, num_cpus=0.25, colocate=colocate
     )
     settings = ServeSettings(
-        port=_free_port(), app_name="troupe-models-bench", models=[chat_model, embed_model]
+        port=_free_port(),
+        direct_port=0 if args.direct == "on" else None,
+        app_name="troupe-models-bench",
+        models=[chat_model, embed_model],
     )
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
         base_url = deploy(settings)
         client = openai.OpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=300)
+        proxy = openai.OpenAI(base_url=settings.base_url, api_key="x", max_retries=0, timeout=300)
         raw_chat = RawChat(args.threads)
         try:
-            for tokens in (4, 1):  # warm-up, both sides
+            for tokens in (4, 1):  # warm-up, every side
                 raw_chat(tokens)
                 served_chat(client, chat_model.name, tokens)
+                served_chat(proxy, chat_model.name, tokens)
             raw_runs, runs = interleaved(
                 lambda: raw_chat(args.max_tokens),
                 lambda: served_chat(client, chat_model.name, args.max_tokens),
@@ -214,6 +234,16 @@ def main() -> None:
             raw_one, served_one = interleaved(
                 lambda: raw_chat(1),
                 lambda: served_chat(client, chat_model.name, 1),
+                OVERHEAD_REQUESTS,
+            )
+            proxy_raw_runs, proxy_runs = interleaved(
+                lambda: raw_chat(args.max_tokens),
+                lambda: served_chat(proxy, chat_model.name, args.max_tokens),
+                args.requests,
+            )
+            proxy_raw_one, proxy_one = interleaved(
+                lambda: raw_chat(1),
+                lambda: served_chat(proxy, chat_model.name, 1),
                 OVERHEAD_REQUESTS,
             )
         finally:
@@ -239,6 +269,7 @@ def main() -> None:
         "bench": "serve",
         "threads": args.threads,
         "max_tokens": args.max_tokens,
+        "endpoint": "direct" if base_url != settings.base_url else "proxy",
         "colocated": [chat_model.colocated, embed_model.colocated],
         "completion_tokens_raw": [n for _, n in raw_runs],
         "completion_tokens_serve": [n for _, n in runs],
@@ -251,6 +282,8 @@ def main() -> None:
         "overhead_ms_p50_1_token": round(
             (_p50(one_token) - _p50([s for s, _ in raw_one])) * 1000, 1
         ),
+        "overhead_ms_p50_proxy": _overhead_ms(proxy_runs, proxy_raw_runs),
+        "overhead_ms_p50_1_token_proxy": _overhead_ms(proxy_one, proxy_raw_one),
         "ttft_ms_p50": round(_p50(ttft) * 1000, 1),
         "serve_tokens_s_concurrency_4": round(concurrent[4], 1),
         "serve_tokens_s_concurrency_16": round(concurrent[16], 1),

@@ -20,6 +20,7 @@ import os
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
+import ray
 from fastapi import FastAPI
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
@@ -32,6 +33,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from serve._api import ModelBackend, create_app
 from serve._colocated import ColocatedBackend, ReportingMethods, RoutingBackend
+from serve._direct import DirectAddress, DirectListener, free_port
 from serve._embedding_types import EmbeddingRequest, EmbeddingResponse
 from serve._engine import Engine, create_engine
 from serve._errors import APIError, APIErrorReport, EngineFailedError, ModelUnavailableError
@@ -189,6 +191,7 @@ class OpenAIIngress(ReportingMethods):
         models: Sequence[ModelSettings],
         handles: Mapping[str, DeploymentHandle],
         api_keys: Sequence[str],
+        direct: DirectAddress | None = None,
     ) -> None:
         self._local = ColocatedBackend(
             [create_engine(model) for model in models if model.name not in handles]
@@ -200,7 +203,27 @@ class OpenAIIngress(ReportingMethods):
         self._serving = RoutingBackend(routes)
         fallbacks = {model.name: model.fallbacks for model in models}
         self._backend = FallbackBackend(self._serving, fallbacks)
-        self._api_keys = list(api_keys)
+        self._app = create_app(self._backend, api_keys=api_keys)
+        # Serve constructs the ingress on the replica's event loop, where the listener serves.
+        self._direct = (
+            None
+            if direct is None
+            else DirectListener(
+                self._app, host=direct.host, port=direct.port, route_prefix=direct.route_prefix
+            )
+        )
+        self._route_prefix = "/" if direct is None else direct.route_prefix
+
+    def direct_url(self) -> str | None:
+        """The OpenAI base URL of this replica's direct listener; None when it has none."""
+        if self._direct is None:
+            return None
+        return self._direct.url(ray.util.get_node_ip_address(), self._route_prefix)
+
+    async def __del__(self) -> None:
+        # Serve awaits this when it stops the replica: requests in flight finish first.
+        if self._direct is not None:
+            await self._direct.close()
 
     async def health(self) -> APIErrorReport | None:
         """None when the colocated engines can serve, else why not (``HandleClient`` asks)."""
@@ -211,12 +234,14 @@ class OpenAIIngress(ReportingMethods):
         return None
 
     async def check_health(self) -> None:
-        """Serve's periodic health check: a broken colocated engine gets the replica replaced."""
+        """Serve's periodic health check: a broken engine or a dead direct listener fails it."""
         await self._local.check_health()
+        if self._direct is not None and not self._direct.serving:
+            raise ModelUnavailableError("the direct HTTP listener stopped")
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        # Serve calls this after __init__ on the replica, so the app closes over live handles.
-        return create_app(self._backend, api_keys=self._api_keys)
+        # Serve calls this after __init__: the proxy's requests reach the same app as direct ones.
+        return self._app
 
 
 def build_app(settings: ServeSettings) -> serve.Application:
@@ -240,7 +265,12 @@ def build_app(settings: ServeSettings) -> serve.Application:
         if not model.colocated
     }
     ingress = serve.deployment(**ingress_deployment_options(settings))(OpenAIIngress)
-    return ingress.bind(settings.models, handles, settings.api_keys)
+    direct = (
+        None
+        if settings.direct_port is None
+        else DirectAddress(settings.host, settings.direct_port, settings.route_prefix)
+    )
+    return ingress.bind(settings.models, handles, settings.api_keys, direct)
 
 
 def _model_app(model: ModelSettings, *, access_log: bool) -> serve.Application:
@@ -331,15 +361,25 @@ def deploy(settings: ServeSettings) -> str:
         settings: What to serve and where.
 
     Returns:
-        The base URL for an OpenAI client, e.g. ``http://127.0.0.1:8000/v1``.
+        The base URL for an OpenAI client: the ingress replica's direct listener
+        (``ServeSettings.direct_port``), or the Serve proxy's (``http://127.0.0.1:8000/v1``) when
+        ``direct_port`` is null. The proxy serves the same API in both cases.
+
+    Raises:
+        RuntimeError: Serve could not start a replica (the message says why; a direct port in
+            use is one reason).
     """
+    if settings.direct_port == 0:
+        # Chosen here, not by the replica, so a restarted replica listens where clients point.
+        settings = settings.model_copy(update={"direct_port": free_port(settings.host)})
     app = build_app(settings.with_secrets(os.environ))
     serve.start(
         http_options={"host": settings.host, "port": settings.port},
         logging_config=_logging_config(settings.access_log),
     )
-    serve.run(app, name=settings.app_name, route_prefix=settings.route_prefix)
-    return settings.base_url
+    ingress = serve.run(app, name=settings.app_name, route_prefix=settings.route_prefix)
+    direct_url = ingress.direct_url.remote().result()
+    return settings.base_url if direct_url is None else direct_url
 
 
 def shutdown(settings: ServeSettings) -> None:

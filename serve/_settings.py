@@ -338,6 +338,17 @@ class ServeSettings(BaseModel):
 
     host: str = Field(default="127.0.0.1", description="Interface the Serve HTTP proxy binds.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port of the Serve HTTP proxy.")
+    direct_port: int | None = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description=(
+            "Port on which the ingress replica serves the API itself, on `host`, skipping"
+            " Serve's HTTP proxy (~7 ms less per request on 2 cores). 0: a free port, chosen"
+            " when the app is deployed and kept across replica restarts; null: the Serve proxy"
+            " on `port` only. The proxy serves the same API either way."
+        ),
+    )
     app_name: str = Field(
         default="troupe-models", min_length=1, description="Serve application name."
     )
@@ -394,6 +405,15 @@ class ServeSettings(BaseModel):
                 )
         return models
 
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> Self:
+        if self.direct_port == self.port:
+            raise ValueError(
+                f"direct_port {self.direct_port} is the Serve proxy's port: pick another, 0 for"
+                " any free one, or null for no direct listener"
+            )
+        return self
+
     def with_secrets(self, environ: Mapping[str, str]) -> ServeSettings:
         """A copy with each passthrough model's ``api_key_env`` read from ``environ``.
 
@@ -428,7 +448,10 @@ class ServeSettings(BaseModel):
 
     @property
     def base_url(self) -> str:
-        """Base URL of the OpenAI API, as a client on this machine should use it."""
+        """Base URL of the OpenAI API through the Serve proxy, for a client on this machine.
+
+        ``deploy`` returns the direct listener's URL instead when there is one.
+        """
         # A wildcard bind address is not something a client can connect to.
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         if ":" in host:

@@ -45,6 +45,8 @@ def test_a_busy_port_is_refused_with_what_to_do() -> None:
         port = sock.getsockname()[1]
         with pytest.raises(ConfigurationError, match=f"port {port} on 127.0.0.1 is in use"):
             _check_port_free("127.0.0.1", port)
+        with pytest.raises(ConfigurationError, match="set serve.direct_port in the settings"):
+            _check_port_free("127.0.0.1", port, setting="direct_port")
 
 
 def test_outcome_rendering_shows_steps_reviews_and_answer() -> None:

@@ -25,10 +25,22 @@ SCHEMA: dict[str, Any] = {
 }
 
 
+@pytest.fixture(scope="module", params=["direct", "proxy"])
+def base_url(
+    request: pytest.FixtureRequest, serve_base_url: str, serve_settings: ServeSettings
+) -> str:
+    """Every contract test runs against both ways in: the ingress replica's direct listener (the
+    URL ``deploy`` returns) and Serve's HTTP proxy."""
+    if request.param == "direct":
+        assert serve_base_url != serve_settings.base_url
+        return serve_base_url
+    return serve_settings.base_url
+
+
 @pytest.fixture(scope="module")
-def client(serve_base_url: str) -> openai.OpenAI:
+def client(base_url: str) -> openai.OpenAI:
     # No retries here: a failure must show up as the status the server sent.
-    return openai.OpenAI(base_url=serve_base_url, api_key="x", max_retries=0, timeout=60)
+    return openai.OpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -170,8 +182,8 @@ def test_context_error_from_replica_keeps_its_status(client: openai.OpenAI, mode
     assert caught.value.code == "context_length_exceeded"
 
 
-def test_health(serve_base_url: str, model: str) -> None:
-    response = httpx.get(serve_base_url.removesuffix("/v1") + "/health", timeout=30)
+def test_health(base_url: str, model: str) -> None:
+    response = httpx.get(base_url.removesuffix("/v1") + "/health", timeout=30)
 
     assert response.status_code == 200
     assert response.json() == {

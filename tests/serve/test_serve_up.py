@@ -47,16 +47,22 @@ def test_up_serves_until_interrupted_then_deletes_only_its_app(
     seen: list[object] = []
 
     def interrupt_after_a_look() -> None:
-        base_url = capsys.readouterr().out.split()[2]
-        seen.append(httpx.get(f"{base_url}/models", timeout=30).json())
+        direct_line, proxy_line = capsys.readouterr().out.splitlines()
+        direct_url, proxy_url = direct_line.split()[2], proxy_line.split()[-1]
+        assert proxy_url == f"http://127.0.0.1:{serve_settings.port}/up-test/v1"
+        assert direct_url != proxy_url
+        for url in (direct_url, proxy_url):
+            seen.append(httpx.get(f"{url}/models", timeout=30).json())
         raise KeyboardInterrupt
 
     monkeypatch.setattr(_cli, "wait_for_interrupt", interrupt_after_a_look)
-    monkeypatch.setattr(_cli, "_check_port_free", lambda host, port: None)
+    monkeypatch.setattr(_cli, "_check_port_free", lambda host, port, **_: None)
 
     assert _cli.main(["up", "--config", str(config)]) == 0
 
-    assert seen and [card["id"] for card in seen[0]["data"]] == ["remote"]  # type: ignore[index]
+    assert len(seen) == 2
+    for listing in seen:
+        assert [card["id"] for card in listing["data"]] == ["remote"]  # type: ignore[index]
     applications = ray_serve.status().applications
     assert "troupe-up-test" not in applications
     assert serve_settings.app_name in applications

@@ -1,0 +1,178 @@
+"""The ingress replica's own HTTP listener: the same API, without Serve's proxy hop.
+
+Through Serve's HTTP proxy a request crosses two processes: the proxy parses it, routes it to
+the ingress replica with an actor call, the replica calls back to the proxy for the body, and
+the response goes back the same way. On a 2-core machine that is ~7-9 ms of a request's
+latency (issue 4). The direct listener is a uvicorn server that the ingress replica runs on its
+own event loop, serving the very FastAPI app Serve calls; a request goes client -> replica.
+It is Ray Serve's "direct ingress" idea (replicas listening on ports of their own) on a port
+the settings fix, so a client's URL survives a replica restart.
+
+Serve still places, health-checks and restarts the replica; the proxy keeps serving the same
+app on ``ServeSettings.port``. What the direct path does not get: Serve's per-request metrics
+and ``max_ongoing_requests`` accounting (the engines queue requests themselves).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from protocols import ConfigurationError
+from serve._api import error_response
+from serve._errors import ErrorDetail
+
+logger = logging.getLogger(__name__)
+# How long a stopping listener lets requests in flight finish before it closes them.
+CLOSE_TIMEOUT_S = 5
+_WILDCARDS = ("0.0.0.0", "::", "")
+
+
+@dataclass(frozen=True)
+class DirectAddress:
+    """Where the ingress replica's direct listener binds, and the app's route prefix."""
+
+    host: str
+    port: int
+    route_prefix: str = "/"
+
+
+def free_port(host: str) -> int:
+    """A port nobody on this machine holds on ``host`` now (the kernel's pick)."""
+    sock = _bind(host, 0)
+    with sock:
+        return int(sock.getsockname()[1])
+
+
+class DirectListener:
+    """Serves an ASGI app on ``host:port`` from the running event loop (the replica's).
+
+    The socket is bound in the constructor, so a port in use fails the replica's start with a
+    message that says which setting to change; serving starts on the loop right away.
+
+    Args:
+        app: The ASGI app (the ingress's FastAPI app).
+        host: Interface to bind; a wildcard listens on every interface.
+        port: Port to bind; 0 lets the kernel pick a free one.
+        route_prefix: The app's Serve route prefix; the API lives under it here too.
+
+    Raises:
+        ConfigurationError: The address cannot be bound.
+        RuntimeError: Called with no event loop running.
+    """
+
+    def __init__(self, app: ASGIApp, *, host: str, port: int, route_prefix: str = "/") -> None:
+        loop = asyncio.get_running_loop()
+        self._socket = _bind(host, port)
+        self._host = host
+        prefix = route_prefix.rstrip("/")
+        config = uvicorn.Config(
+            _Prefixed(app, prefix) if prefix else app,
+            loop="none",  # the replica's loop, already running
+            http="httptools",
+            lifespan="off",  # Serve runs the app's lifespan for both listeners
+            access_log=False,
+            log_config=None,
+            log_level="warning",
+            timeout_graceful_shutdown=CLOSE_TIMEOUT_S,
+        )
+        self._server = _Server(config)
+        self._task = loop.create_task(self._server.serve(sockets=[self._socket]))
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (the kernel's pick when asked for 0)."""
+        return int(self._socket.getsockname()[1])
+
+    def url(self, node_ip: str, route_prefix: str = "/") -> str:
+        """The OpenAI base URL of this listener; ``node_ip`` stands in for a wildcard host."""
+        host = node_ip if self._host in _WILDCARDS else self._host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}{route_prefix.rstrip('/')}/v1"
+
+    @property
+    def serving(self) -> bool:
+        """Whether the server task is still running."""
+        return not self._task.done()
+
+    async def close(self) -> None:
+        """Stops accepting, lets requests in flight finish for ``CLOSE_TIMEOUT_S``, then closes."""
+        self._server.should_exit = True
+        try:
+            # uvicorn cancels what is still running after its graceful timeout; this is a backstop.
+            await asyncio.wait_for(asyncio.shield(self._task), CLOSE_TIMEOUT_S + 1.0)
+        except TimeoutError:
+            self._server.force_exit = True
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        except Exception:  # the server already died; nothing left to stop
+            logger.warning("the direct listener had stopped with an error", exc_info=True)
+        finally:
+            self._socket.close()
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals alone: the replica process (Ray, Serve) owns them."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    # A restarted replica must get its port back while the old connections sit in TIME_WAIT.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host or "0.0.0.0", port))
+    except OSError as error:
+        sock.close()
+        raise ConfigurationError(
+            f"the model API's direct listener cannot bind {host}:{port} ({error.strerror}): "
+            "set serve.direct_port to a free port, 0 for any, or null to serve through the "
+            "Serve proxy only"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+class _Prefixed:
+    """Serves ``app`` under ``prefix`` the way Serve's proxy does: the prefix is the root path.
+
+    Starlette routes on the path below ``root_path``; a path outside the prefix is a 404 in the
+    API's error shape, as it is through the proxy.
+    """
+
+    def __init__(self, app: ASGIApp, prefix: str) -> None:
+        self._app = app
+        self._prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] in ("http", "websocket") and (
+            path == self._prefix or path.startswith(self._prefix + "/")
+        ):
+            scope = {**scope, "root_path": scope.get("root_path", "") + self._prefix}
+            await self._app(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        response = error_response(
+            404,
+            ErrorDetail(
+                message=f"Not Found: {path} is outside the app's route prefix {self._prefix}",
+                type="invalid_request_error",
+                code="unknown_url",
+            ),
+        )
+        await response(scope, receive, send)
