@@ -8,7 +8,7 @@ line. Raw and served requests alternate one by one (the order rotating), so a ch
 a shared machine hits both sides alike; the raw side runs while the Serve replicas sit idle and
 the other way round, so the two never share the cores.
 
-    .venv/bin/python bench/serve.py [--threads 1] [--requests 6] [--max-tokens 32]
+    .venv/bin/python bench/serve.py [--threads 1] [--requests 20] [--max-tokens 32]
         [--colocate auto|yes|no]
 
 `--colocate` picks where the models run: `auto` is the app's default (in the ingress replica,
@@ -181,7 +181,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp and torch threads")
     parser.add_argument(
-        "--requests", type=int, default=10, help="sequential requests to time, each side"
+        "--requests", type=int, default=20, help="sequential requests to time, each side"
     )
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
@@ -47,6 +48,8 @@ from serve._settings import (
 )
 from serve._types import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse
 from serve._vllm import require_vllm
+
+logger = logging.getLogger(__name__)
 
 INGRESS_DEPLOYMENT = "openai-ingress"
 # Serve health-checks every replica on its own; this only bounds `GET /health` on the ingress.
@@ -205,20 +208,22 @@ class OpenAIIngress(ReportingMethods):
         self._backend = FallbackBackend(self._serving, fallbacks)
         self._app = create_app(self._backend, api_keys=api_keys)
         # Serve constructs the ingress on the replica's event loop, where the listener serves.
-        self._direct = (
-            None
-            if direct is None
-            else DirectListener(
+        self._direct: DirectListener | None = None
+        self._direct_url: str | None = None
+        self._node_id = ray.get_runtime_context().get_node_id()
+        if direct is not None:
+            self._direct = DirectListener(
                 self._app, host=direct.host, port=direct.port, route_prefix=direct.route_prefix
             )
-        )
-        self._route_prefix = "/" if direct is None else direct.route_prefix
+            self._direct_url = self._direct.url(ray.util.get_node_ip_address(), direct.route_prefix)
+            logging.getLogger("ray.serve").info(
+                "troupe models: direct listener at %s", self._direct_url
+            )
 
-    def direct_url(self) -> str | None:
-        """The OpenAI base URL of this replica's direct listener; None when it has none."""
-        if self._direct is None:
-            return None
-        return self._direct.url(ray.util.get_node_ip_address(), self._route_prefix)
+    def direct_endpoint(self) -> tuple[str, str] | None:
+        """The OpenAI base URL of this replica's direct listener and the id of its node; None
+        when it has no listener."""
+        return None if self._direct_url is None else (self._direct_url, self._node_id)
 
     async def __del__(self) -> None:
         # Serve awaits this when it stops the replica: requests in flight finish first.
@@ -265,11 +270,12 @@ def build_app(settings: ServeSettings) -> serve.Application:
         if not model.colocated
     }
     ingress = serve.deployment(**ingress_deployment_options(settings))(OpenAIIngress)
-    direct = (
-        None
-        if settings.direct_port is None
-        else DirectAddress(settings.host, settings.direct_port, settings.route_prefix)
-    )
+    direct = None
+    if settings.direct_port is not None:
+        # Port 0 is resolved here, not in the replica, so a restarted replica (Serve keeps these
+        # arguments) listens where clients already point.
+        port = settings.direct_port or free_port(settings.host)
+        direct = DirectAddress(settings.host, port, settings.route_prefix)
     return ingress.bind(settings.models, handles, settings.api_keys, direct)
 
 
@@ -342,8 +348,9 @@ def model_deployment_options(model: ModelSettings, *, access_log: bool = False) 
 def app_builder(args: dict[str, Any]) -> serve.Application:
     """Builder for ``serve run serve/config.yaml``: ``args`` are ``ServeSettings`` fields.
 
-    ``host`` and ``port`` in ``args`` are ignored there: the config file's ``http_options``
-    decide where the proxy listens.
+    ``port`` in ``args`` is ignored there: the config file's ``http_options`` decide where the
+    proxy listens. ``host`` and ``direct_port`` place the ingress replica's direct listener;
+    the replica logs its URL ("troupe models: direct listener at ...").
     """
     return build_app(ServeSettings.model_validate(args).with_secrets(os.environ))
 
@@ -369,17 +376,56 @@ def deploy(settings: ServeSettings) -> str:
         RuntimeError: Serve could not start a replica (the message says why; a direct port in
             use is one reason).
     """
-    if settings.direct_port == 0:
-        # Chosen here, not by the replica, so a restarted replica listens where clients point.
-        settings = settings.model_copy(update={"direct_port": free_port(settings.host)})
     app = build_app(settings.with_secrets(os.environ))
     serve.start(
         http_options={"host": settings.host, "port": settings.port},
         logging_config=_logging_config(settings.access_log),
     )
-    ingress = serve.run(app, name=settings.app_name, route_prefix=settings.route_prefix)
-    direct_url = ingress.direct_url.remote().result()
-    return settings.base_url if direct_url is None else direct_url
+    try:
+        ingress = serve.run(app, name=settings.app_name, route_prefix=settings.route_prefix)
+    except RuntimeError as error:  # Serve's message names the deployment, not the reason
+        raise RuntimeError(f"{error} {_failure_reasons(settings.app_name)}".strip()) from error
+    endpoint = ingress.direct_endpoint.remote().result()
+    return client_url(settings, endpoint, here=ray.get_runtime_context().get_node_id())
+
+
+def _failure_reasons(app_name: str) -> str:
+    """The last line of each failed deployment's error (its exception), for a deploy error."""
+    application = serve.status().applications.get(app_name)
+    if application is None:
+        return ""
+    reasons = []
+    for name, deployment in application.deployments.items():
+        lines = [line for line in deployment.message.splitlines() if line.strip()]
+        if deployment.status in ("DEPLOY_FAILED", "UNHEALTHY") and lines:
+            reasons.append(f"{name}: {lines[-1].strip()}")
+    return "; ".join(reasons)
+
+
+def client_url(settings: ServeSettings, endpoint: tuple[str, str] | None, *, here: str) -> str:
+    """The URL a client on node ``here`` should use: the direct listener's when it can reach it.
+
+    Args:
+        settings: The app's settings (the proxy's URL, the listener's bind address).
+        endpoint: The direct listener's URL and node id, or None when there is none.
+        here: The caller's node id.
+    """
+    if endpoint is None:
+        return settings.base_url
+    url, node_id = endpoint
+    if node_id != here and _is_loopback(settings.host):
+        logger.warning(
+            "the ingress replica runs on another node and its direct listener binds %s, which "
+            "this node cannot reach: using the Serve proxy (set serve.host to 0.0.0.0 for the "
+            "direct one)",
+            settings.host,
+        )
+        return settings.base_url
+    return url
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def shutdown(settings: ServeSettings) -> None:

@@ -133,6 +133,26 @@ def test_direct_port_must_differ_from_the_proxy_port() -> None:
         ServeSettings(port=8000, direct_port=8000)
 
 
+@pytest.mark.parametrize(
+    ("host", "replica_node", "expected"),
+    [
+        ("127.0.0.1", "here", "direct"),
+        ("127.0.0.1", "elsewhere", "proxy"),  # another node's loopback is out of reach
+        ("0.0.0.0", "elsewhere", "direct"),
+    ],
+)
+def test_client_url_is_the_direct_one_where_it_can_be_reached(
+    host: str, replica_node: str, expected: str
+) -> None:
+    from serve._app import client_url
+
+    settings = ServeSettings(host=host, port=8000)
+    direct = "http://10.0.0.7:8001/v1"
+    url = client_url(settings, (direct, replica_node), here="here")
+    assert url == (direct if expected == "direct" else settings.base_url)
+    assert client_url(settings, None, here="here") == settings.base_url
+
+
 # --- on Ray: a small app whose only model is a passthrough, so replicas start in a second ---
 
 
@@ -220,3 +240,20 @@ def test_without_a_direct_port_deploy_returns_the_proxy_url(
         assert _ids(url) == ["remote"]
     finally:
         shutdown(settings)
+
+
+@pytest.mark.ray
+def test_a_busy_direct_port_fails_the_deploy_saying_which_setting(
+    ray_session: None, serve_settings: ServeSettings
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings = _passthrough_settings(serve_settings.port).model_copy(
+            update={"app_name": "troupe-direct-busy", "direct_port": taken.getsockname()[1]}
+        )
+        try:
+            with pytest.raises(RuntimeError, match="serve.direct_port"):
+                deploy(settings)
+        finally:
+            shutdown(settings)
