@@ -225,8 +225,10 @@ def test_a_restarted_ingress_replica_listens_on_the_same_url(
         except openai.APIConnectionError:
             assert time.monotonic() < deadline, "the restarted replica never listened again"
             time.sleep(0.5)
-    status = serve.status().applications["troupe-direct-test"].status
-    assert status == "RUNNING"
+    # Serve marks the app healthy again a moment after the new replica starts serving.
+    while serve.status().applications["troupe-direct-test"].status != "RUNNING":
+        assert time.monotonic() < deadline, "Serve never saw the restarted replica as healthy"
+        time.sleep(0.5)
 
 
 @pytest.mark.ray
