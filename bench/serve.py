@@ -8,16 +8,18 @@ line. Raw and served requests alternate one by one (the order rotating), so a ch
 a shared machine hits both sides alike; the raw side runs while the Serve replicas sit idle and
 the other way round, so the two never share the cores.
 
-    .venv/bin/python bench/serve.py [--threads 1] [--requests 20] [--max-tokens 32]
+    .venv/bin/python bench/serve.py [--threads 1] [--requests 30] [--max-tokens 32]
         [--colocate auto|yes|no]
 
 `--colocate` picks where the models run: `auto` is the app's default (in the ingress replica,
 as both models have one fixed CPU replica), `no` gives each model a deployment of its own (one
 replica hop more per request).
 
-`overhead_ms_p50` compares the timed requests (p50 served - p50 raw); `overhead_ms_p50_1_token`
-compares 30 requests of one completion token each, which isolates the per-request cost of the
-Serve path from the ~10 ms that 32 decode steps vary by on a shared machine.
+`overhead_ms_p50` is the median over the timed requests of (served latency - the latency of
+the raw request run next to it): pairs share the machine's load of the moment, which a
+difference of two medians does not (32 decode steps alone vary by +-10-30 ms between requests
+on a shared machine). `overhead_ms_p50_1_token` does the same for 30 pairs of one-token
+requests, which isolates the per-request cost of the Serve path from decode time altogether.
 
 Served requests go to the URL `deploy` returns: the ingress replica's direct listener
 (`ServeSettings.direct_port`). The `*_proxy` fields time the same requests through Serve's HTTP
@@ -102,8 +104,8 @@ class RawChat:
 
 
 def _overhead_ms(served: list[tuple[float, int]], raw: list[tuple[float, int]]) -> float:
-    """p50 served latency - p50 raw latency, in ms."""
-    return round((_p50([s for s, _ in served]) - _p50([s for s, _ in raw])) * 1000, 1)
+    """Median of (served - raw) latency over the pairs ``interleaved`` ran together, in ms."""
+    return round(_p50([s - r for (s, _), (r, _) in zip(served, raw, strict=True)]) * 1000, 1)
 
 
 def interleaved(
@@ -181,7 +183,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp and torch threads")
     parser.add_argument(
-        "--requests", type=int, default=20, help="sequential requests to time, each side"
+        "--requests", type=int, default=30, help="sequential requests to time, each side"
     )
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument(
@@ -264,7 +266,6 @@ def main() -> None:
     serve_tokens_s = sum(n for _, n in runs) / sum(seconds)
     raw_tokens_s = sum(n for _, n in raw_runs) / sum(raw_seconds)
     raw_latency_ms = _p50(raw_seconds) * 1000
-    one_token = [s for s, _ in served_one]
     result = {
         "bench": "serve",
         "threads": args.threads,
@@ -278,10 +279,8 @@ def main() -> None:
         "ratio": round(serve_tokens_s / raw_tokens_s, 3),
         "raw_latency_ms_p50": round(raw_latency_ms, 1),
         "serve_latency_ms_p50": round(_p50(seconds) * 1000, 1),
-        "overhead_ms_p50": round(_p50(seconds) * 1000 - raw_latency_ms, 1),
-        "overhead_ms_p50_1_token": round(
-            (_p50(one_token) - _p50([s for s, _ in raw_one])) * 1000, 1
-        ),
+        "overhead_ms_p50": _overhead_ms(runs, raw_runs),
+        "overhead_ms_p50_1_token": _overhead_ms(served_one, raw_one),
         "overhead_ms_p50_proxy": _overhead_ms(proxy_runs, proxy_raw_runs),
         "overhead_ms_p50_1_token_proxy": _overhead_ms(proxy_one, proxy_raw_one),
         "ttft_ms_p50": round(_p50(ttft) * 1000, 1),
