@@ -34,7 +34,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from serve._api import ModelBackend, create_app
 from serve._colocated import ColocatedBackend, ReportingMethods, RoutingBackend
-from serve._direct import DirectAddress, DirectListener, free_port
+from serve._direct import DirectAddress, DirectListener, RequestObserver, free_port
 from serve._embedding_types import EmbeddingRequest, EmbeddingResponse
 from serve._engine import Engine, create_engine
 from serve._errors import APIError, APIErrorReport, EngineFailedError, ModelUnavailableError
@@ -213,7 +213,11 @@ class OpenAIIngress(ReportingMethods):
         self._node_id = ray.get_runtime_context().get_node_id()
         if direct is not None:
             self._direct = DirectListener(
-                self._app, host=direct.host, port=direct.port, route_prefix=direct.route_prefix
+                self._app,
+                host=direct.host,
+                port=direct.port,
+                route_prefix=direct.route_prefix,
+                observe=_direct_request_metrics(serve.get_replica_context().app_name),
             )
             self._direct_url = self._direct.url(ray.util.get_node_ip_address(), direct.route_prefix)
             logging.getLogger("ray.serve").info(
@@ -247,6 +251,37 @@ class OpenAIIngress(ReportingMethods):
     def __serve_build_asgi_app__(self) -> FastAPI:
         # Serve calls this after __init__: the proxy's requests reach the same app as direct ones.
         return self._app
+
+
+def _direct_request_metrics(app_name: str) -> RequestObserver:
+    """Ray metrics of the direct listener's requests, for the dashboard (Serve's own
+    ``serve_num_http_requests`` and latency metrics count only the proxy's requests)."""
+    from ray.util.metrics import Counter, Histogram
+
+    requests = Counter(
+        "troupe_direct_http_requests",
+        description="Requests answered by the ingress replica's direct HTTP listener.",
+        tag_keys=("application", "route", "method", "status_code"),
+    )
+    latency = Histogram(
+        "troupe_direct_http_request_latency_ms",
+        description="Latency of the direct HTTP listener's requests, in milliseconds.",
+        boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000, 60000],
+        tag_keys=("application", "route"),
+    )
+
+    def observe(route: str, method: str, status: int, seconds: float) -> None:
+        requests.inc(
+            tags={
+                "application": app_name,
+                "route": route,
+                "method": method,
+                "status_code": str(status),
+            }
+        )
+        latency.observe(seconds * 1000, tags={"application": app_name, "route": route})
+
+    return observe
 
 
 def build_app(settings: ServeSettings) -> serve.Application:

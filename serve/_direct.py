@@ -2,11 +2,12 @@
 
 Through Serve's HTTP proxy a request crosses two processes: the proxy parses it, routes it to
 the ingress replica with an actor call, the replica calls back to the proxy for the body, and
-the response goes back the same way. On a 2-core machine that is ~7-9 ms of a request's
-latency (issue 4). The direct listener is a uvicorn server that the ingress replica runs on its
-own event loop, serving the very FastAPI app Serve calls; a request goes client -> replica.
-It is Ray Serve's "direct ingress" idea (replicas listening on ports of their own) on a port
-the settings fix, so a client's URL survives a replica restart.
+the response goes back the same way. On a 2-core machine that costs ~8-11 ms per request,
+against ~2-4 ms through this listener (issue 4, `bench/serve.py`). The direct listener is a
+uvicorn server that the ingress replica runs on its own event loop, serving the very FastAPI
+app Serve calls; a request goes client -> replica. It is Ray Serve's "direct ingress" idea
+(replicas listening on ports of their own) on a port the settings fix, so a client's URL
+survives a replica restart.
 
 Serve still places, health-checks and restarts the replica; the proxy keeps serving the same
 app on ``ServeSettings.port``. What the direct path does not get: Serve's per-request metrics
@@ -19,11 +20,12 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import uvicorn
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from protocols import ConfigurationError
 from serve._api import error_response
@@ -33,6 +35,11 @@ logger = logging.getLogger(__name__)
 # How long a stopping listener lets requests in flight finish before it closes them.
 CLOSE_TIMEOUT_S = 5
 _WILDCARDS = ("0.0.0.0", "::", "")
+# Routes get a metric label of their own; any other path counts as "other" (bounded labels).
+ROUTES = ("/v1/models", "/v1/chat/completions", "/v1/embeddings", "/health")
+
+RequestObserver = Callable[[str, str, int, float], None]
+"""Told of each finished request: (route, method, status, seconds)."""
 
 
 @dataclass(frozen=True)
@@ -62,19 +69,32 @@ class DirectListener:
         host: Interface to bind; a wildcard listens on every interface.
         port: Port to bind; 0 lets the kernel pick a free one.
         route_prefix: The app's Serve route prefix; the API lives under it here too.
+        observe: Told of every finished request (metrics), if given.
 
     Raises:
         ConfigurationError: The address cannot be bound.
         RuntimeError: Called with no event loop running.
     """
 
-    def __init__(self, app: ASGIApp, *, host: str, port: int, route_prefix: str = "/") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        host: str,
+        port: int,
+        route_prefix: str = "/",
+        observe: RequestObserver | None = None,
+    ) -> None:
         loop = asyncio.get_running_loop()
         self._socket = _bind(host, port)
         self._host = host
         prefix = route_prefix.rstrip("/")
+        if prefix:
+            app = _Prefixed(app, prefix)
+        if observe is not None:
+            app = _Observed(app, observe, prefix)
         config = uvicorn.Config(
-            _Prefixed(app, prefix) if prefix else app,
+            app,
             loop="none",  # the replica's loop, already running
             http="httptools",
             lifespan="off",  # Serve runs the app's lifespan for both listeners
@@ -142,7 +162,6 @@ def _bind(host: str, port: int) -> socket.socket:
             "set serve.direct_port to a free port, 0 for any, or null to serve through the "
             "Serve proxy only"
         ) from None
-    sock.set_inheritable(True)
     return sock
 
 
@@ -165,7 +184,8 @@ class _Prefixed:
             scope = {**scope, "root_path": scope.get("root_path", "") + self._prefix}
             await self._app(scope, receive, send)
             return
-        if scope["type"] != "http":
+        if scope["type"] == "websocket":  # the API has none; refuse it the ASGI way
+            await send({"type": "websocket.close", "code": 1000})
             return
         response = error_response(
             404,
@@ -176,3 +196,37 @@ class _Prefixed:
             ),
         )
         await response(scope, receive, send)
+
+
+class _Observed:
+    """Tells ``observe`` of each HTTP request once it has been answered (or has failed)."""
+
+    def __init__(self, app: ASGIApp, observe: RequestObserver, prefix: str) -> None:
+        self._app = app
+        self._observe = observe
+        self._prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client sees if the app raises before it answers
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self._app(scope, receive, send_noting_status)
+        finally:
+            path: str = scope.get("path", "")
+            route = path.removeprefix(self._prefix)
+            self._observe(
+                route if route in ROUTES else "other",
+                str(scope.get("method", "")),
+                status,
+                time.perf_counter() - started,
+            )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -110,6 +111,43 @@ def test_close_finishes_requests_in_flight_then_frees_the_port() -> None:
         await again.close()
 
     asyncio.run(main())
+
+
+def test_every_request_is_observed_with_its_route_status_and_time() -> None:
+    seen: list[tuple[str, str, int, float]] = []
+    app = _app()
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    async def main() -> None:
+        listener = DirectListener(
+            app,
+            host="127.0.0.1",
+            port=0,
+            route_prefix="/p",
+            observe=lambda *request: seen.append(request),
+        )
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{listener.port}") as client:
+                assert (await client.get("/p/v1/models")).status_code == 200
+                assert (await client.post("/p/v1/models")).status_code == 405
+                assert (await client.get("/elsewhere")).status_code == 404
+                with contextlib.suppress(httpx.HTTPError, RuntimeError):
+                    await client.get("/p/boom")
+        finally:
+            await listener.close()
+
+    asyncio.run(main())
+
+    assert [(route, method, status) for route, method, status, _ in seen] == [
+        ("/v1/models", "GET", 200),
+        ("/v1/models", "POST", 405),
+        ("other", "GET", 404),
+        ("other", "GET", 500),
+    ]
+    assert all(seconds > 0 for *_, seconds in seen)
 
 
 def test_needs_a_running_event_loop() -> None:
@@ -259,3 +297,32 @@ def test_a_busy_direct_port_fails_the_deploy_saying_which_setting(
                 deploy(settings)
         finally:
             shutdown(settings)
+
+
+@pytest.mark.ray
+def test_direct_requests_are_counted_in_ray_metrics(
+    direct_app: tuple[ServeSettings, str],
+) -> None:
+    import ray
+
+    _, url = direct_app
+    for _ in range(3):
+        assert httpx.get(f"{url}/models", timeout=30).status_code == 200
+    # Each node's metrics agent serves what its workers report (every few seconds): what the
+    # dashboard's metrics view and any Prometheus read.
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    deadline = time.monotonic() + 60
+    while True:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        counts = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("ray_troupe_direct_http_requests")
+            and 'application="troupe-direct-test"' in line
+            and 'route="/v1/models"' in line
+            and 'status_code="200"' in line
+        ]
+        if counts and sum(counts) >= 3:
+            break
+        assert time.monotonic() < deadline, "the direct listener's requests never showed up"
+        time.sleep(1)
