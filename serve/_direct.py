@@ -10,8 +10,9 @@ app Serve calls; a request goes client -> replica. It is Ray Serve's "direct ing
 survives a replica restart.
 
 Serve still places, health-checks and restarts the replica; the proxy keeps serving the same
-app on ``ServeSettings.port``. What the direct path does not get: Serve's per-request metrics
-and ``max_ongoing_requests`` accounting (the engines queue requests themselves).
+app on ``ServeSettings.port``. Serve's request metrics count only the proxy's requests, so the
+listener reports its own (``observe``; Ray metrics in ``serve._app``). ``max_ongoing_requests``
+does not bound direct requests: the engines queue them themselves.
 """
 
 from __future__ import annotations
