@@ -103,7 +103,18 @@ class Harness:
         else:
             import ray
 
-            ray.kill(self.consumers[name], no_restart=True)
+            actor = self.consumers[name]
+            ray.kill(actor, no_restart=True)
+            # ray.kill only asks for the kill: a call already on its way may still be answered.
+            # The member is gone once a call fails.
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    ray.get(actor.lane_calls.remote(), timeout=10)
+                except ray.exceptions.RayActorError:
+                    return
+                assert time.monotonic() < deadline, f"{name} outlived its kill"
+                time.sleep(0.05)
 
     def cleanup(self) -> None:
         if self.kind != "inprocess":
