@@ -31,6 +31,7 @@ On a shared 2-core machine numbers move with whatever else runs; compare within 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import socket
@@ -228,26 +229,18 @@ def main() -> None:
                 raw_chat(tokens)
                 served_chat(client, chat_model.name, tokens)
                 served_chat(proxy, chat_model.name, tokens)
-            raw_runs, runs = interleaved(
-                lambda: raw_chat(args.max_tokens),
-                lambda: served_chat(client, chat_model.name, args.max_tokens),
-                args.requests,
-            )
-            raw_one, served_one = interleaved(
-                lambda: raw_chat(1),
-                lambda: served_chat(client, chat_model.name, 1),
-                OVERHEAD_REQUESTS,
-            )
-            proxy_raw_runs, proxy_runs = interleaved(
-                lambda: raw_chat(args.max_tokens),
-                lambda: served_chat(proxy, chat_model.name, args.max_tokens),
-                args.requests,
-            )
-            proxy_raw_one, proxy_one = interleaved(
-                lambda: raw_chat(1),
-                lambda: served_chat(proxy, chat_model.name, 1),
-                OVERHEAD_REQUESTS,
-            )
+            # (raw, served) pairs of timed requests, then of one-token requests, per way in.
+            timed = {
+                way: [
+                    interleaved(
+                        functools.partial(raw_chat, tokens),
+                        functools.partial(served_chat, api, chat_model.name, tokens),
+                        count,
+                    )
+                    for tokens, count in ((args.max_tokens, args.requests), (1, OVERHEAD_REQUESTS))
+                ]
+                for way, api in (("direct", client), ("proxy", proxy))
+            }
         finally:
             raw_chat.close()
         ttft = [first_token_s(client, chat_model.name, args.max_tokens) for _ in range(5)]
@@ -261,6 +254,8 @@ def main() -> None:
         shutdown(settings)
         ray.shutdown()
 
+    (raw_runs, runs), (raw_one, served_one) = timed["direct"]
+    (proxy_raw_runs, proxy_runs), (proxy_raw_one, proxy_one) = timed["proxy"]
     seconds = [s for s, _ in runs]
     raw_seconds = [s for s, _ in raw_runs]
     serve_tokens_s = sum(n for _, n in runs) / sum(seconds)

@@ -219,7 +219,7 @@ class OpenAIIngress(ReportingMethods):
                 route_prefix=direct.route_prefix,
                 observe=_direct_request_metrics(serve.get_replica_context().app_name),
             )
-            self._direct_url = self._direct.url(ray.util.get_node_ip_address(), direct.route_prefix)
+            self._direct_url = self._direct.url(ray.util.get_node_ip_address())
             logging.getLogger("ray.serve").info(
                 "troupe models: direct listener at %s", self._direct_url
             )

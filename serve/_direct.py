@@ -89,7 +89,7 @@ class DirectListener:
         loop = asyncio.get_running_loop()
         self._socket = _bind(host, port)
         self._host = host
-        prefix = route_prefix.rstrip("/")
+        self._prefix = prefix = route_prefix.rstrip("/")
         if prefix:
             app = _Prefixed(app, prefix)
         if observe is not None:
@@ -112,12 +112,12 @@ class DirectListener:
         """The port it listens on (the kernel's pick when asked for 0)."""
         return int(self._socket.getsockname()[1])
 
-    def url(self, node_ip: str, route_prefix: str = "/") -> str:
+    def url(self, node_ip: str) -> str:
         """The OpenAI base URL of this listener; ``node_ip`` stands in for a wildcard host."""
         host = node_ip if self._host in _WILDCARDS else self._host
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}{route_prefix.rstrip('/')}/v1"
+        return f"http://{host}:{self.port}{self._prefix}/v1"
 
     @property
     def serving(self) -> bool:
