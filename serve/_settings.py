@@ -336,7 +336,10 @@ class ServeSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    host: str = Field(default="127.0.0.1", description="Interface the Serve HTTP proxy binds.")
+    host: str = Field(
+        default="127.0.0.1",
+        description="Interface the Serve HTTP proxy and the ingress's direct listener bind.",
+    )
     port: int = Field(default=8000, ge=1, le=65535, description="Port of the Serve HTTP proxy.")
     direct_port: int | None = Field(
         default=0,
