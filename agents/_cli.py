@@ -140,12 +140,15 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
     Only this app is deleted on the way out; Ray is shut down only if this command started it.
     """
+    from serve import proxy_url  # deferred as in _models: most commands never load Serve
+
     settings = _settings(args)
     with _ray(settings), _models(settings) as base_url:
         names = ", ".join(model.name for model in settings.serve.models)
         print(f"troupe models: {base_url} ({names}); Ctrl-C stops", flush=True)
-        if base_url != settings.serve.base_url:
-            print(f"troupe models: also through the Serve proxy at {settings.serve.base_url}")
+        proxy = proxy_url(settings.serve)
+        if base_url != proxy:
+            print(f"troupe models: also through the Serve proxy at {proxy}")
         with contextlib.suppress(KeyboardInterrupt):
             wait_for_interrupt()
     print("troupe models: stopped", flush=True)

@@ -12,7 +12,7 @@ Or with the Serve CLI: ``serve run serve/config.yaml``.
 """
 
 from serve._api import EngineBackend, ModelBackend, create_app
-from serve._app import app_builder, build_app, deploy, shutdown
+from serve._app import app_builder, build_app, deploy, proxy_url, shutdown
 from serve._client import ChunkStream, HandleClient
 from serve._embedding_types import (
     Embedding,
@@ -144,6 +144,7 @@ __all__ = [
     "create_app",
     "create_engine",
     "deploy",
+    "proxy_url",
     "require_vllm",
     "shutdown",
 ]

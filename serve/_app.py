@@ -404,8 +404,9 @@ def deploy(settings: ServeSettings) -> str:
 
     Returns:
         The base URL for an OpenAI client: the ingress replica's direct listener
-        (``ServeSettings.direct_port``), or the Serve proxy's (``http://127.0.0.1:8000/v1``) when
-        ``direct_port`` is null. The proxy serves the same API in both cases.
+        (``ServeSettings.direct_port``), or the Serve proxy's (``proxy_url``, e.g.
+        ``http://127.0.0.1:8000/v1``) when ``direct_port`` is null. The proxy serves the same
+        API in both cases.
 
     Raises:
         RuntimeError: Serve could not start a replica (the message says why; a direct port in
@@ -421,7 +422,31 @@ def deploy(settings: ServeSettings) -> str:
     except RuntimeError as error:  # Serve's message names the deployment, not the reason
         raise RuntimeError(f"{error} {_failure_reasons(settings.app_name)}".strip()) from error
     endpoint = ingress.direct_endpoint.remote().result()
-    return client_url(settings, endpoint, here=ray.get_runtime_context().get_node_id())
+    return client_url(
+        endpoint,
+        direct_host=settings.host,
+        proxy=proxy_url(settings),
+        here=ray.get_runtime_context().get_node_id(),
+    )
+
+
+def proxy_url(settings: ServeSettings) -> str:
+    """The app's OpenAI base URL through the running Serve instance's HTTP proxy.
+
+    ``serve.start`` keeps the HTTP options of a Serve instance that already runs, so its host and
+    port win over ``settings.host`` and ``settings.port``; with no Serve running, or if Serve's
+    client does not say, this is ``settings.base_url``.
+    """
+    from ray.serve.context import _get_global_client
+
+    try:
+        client = _get_global_client(raise_if_no_controller_running=False)
+        if client is None:
+            return settings.base_url
+        host, port = str(client.http_config.host), int(client.http_config.port)
+    except Exception:  # a private client API: if it changes, the settings still say
+        return settings.base_url
+    return settings.model_copy(update={"host": host, "port": port}).base_url
 
 
 def _failure_reasons(app_name: str) -> str:
@@ -437,25 +462,26 @@ def _failure_reasons(app_name: str) -> str:
     return "; ".join(reasons)
 
 
-def client_url(settings: ServeSettings, endpoint: tuple[str, str] | None, *, here: str) -> str:
+def client_url(endpoint: tuple[str, str] | None, *, direct_host: str, proxy: str, here: str) -> str:
     """The URL a client on node ``here`` should use: the direct listener's when it can reach it.
 
     Args:
-        settings: The app's settings (the proxy's URL, the listener's bind address).
         endpoint: The direct listener's URL and node id, or None when there is none.
+        direct_host: The address the direct listener binds.
+        proxy: The app's URL through the Serve proxy.
         here: The caller's node id.
     """
     if endpoint is None:
-        return settings.base_url
+        return proxy
     url, node_id = endpoint
-    if node_id != here and _is_loopback(settings.host):
+    if node_id != here and _is_loopback(direct_host):
         logger.warning(
             "the ingress replica runs on another node and its direct listener binds %s, which "
             "this node cannot reach: using the Serve proxy (set serve.host to 0.0.0.0 for the "
             "direct one)",
-            settings.host,
+            direct_host,
         )
-        return settings.base_url
+        return proxy
     return url
 
 

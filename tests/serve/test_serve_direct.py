@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from protocols import ConfigurationError
-from serve import PassthroughSettings, ServeSettings, deploy, shutdown
+from serve import PassthroughSettings, ServeSettings, deploy, proxy_url, shutdown
 from serve._direct import DirectListener, free_port
 
 
@@ -182,11 +182,10 @@ def test_client_url_is_the_direct_one_where_it_can_be_reached(
 ) -> None:
     from serve._app import client_url
 
-    settings = ServeSettings(host=host, port=8000)
-    direct = "http://10.0.0.7:8001/v1"
-    url = client_url(settings, (direct, replica_node), here="here")
-    assert url == (direct if expected == "direct" else settings.base_url)
-    assert client_url(settings, None, here="here") == settings.base_url
+    direct, proxy = "http://10.0.0.7:8001/v1", "http://127.0.0.1:8000/v1"
+    url = client_url((direct, replica_node), direct_host=host, proxy=proxy, here="here")
+    assert url == (direct if expected == "direct" else proxy)
+    assert client_url(None, direct_host=host, proxy=proxy, here="here") == proxy
 
 
 # --- on Ray: a small app whose only model is a passthrough, so replicas start in a second ---
@@ -268,13 +267,15 @@ def test_a_restarted_ingress_replica_listens_on_the_same_url(
 
 
 @pytest.mark.ray
-def test_without_a_direct_port_deploy_returns_the_proxy_url(
-    ray_session: None, serve_settings: ServeSettings
+def test_without_a_direct_port_deploy_returns_the_running_proxys_url(
+    serve_base_url: str, serve_settings: ServeSettings
 ) -> None:
-    settings = _passthrough_settings(serve_settings.port, direct_port=None)
+    # Serve already listens on the session's port: it keeps that one, not the settings' port.
+    settings = _passthrough_settings(free_port("127.0.0.1"), direct_port=None)
     url = deploy(settings)
     try:
-        assert url == settings.base_url
+        assert url == f"http://127.0.0.1:{serve_settings.port}/direct-test/v1"
+        assert proxy_url(settings) == url
         assert _ids(url) == ["remote"]
     finally:
         shutdown(settings)
@@ -324,3 +325,22 @@ def test_direct_requests_are_counted_in_ray_metrics(
             break
         assert time.monotonic() < deadline, "the direct listener's requests never showed up"
         time.sleep(1)
+
+
+@pytest.mark.ray
+def test_a_redeploy_with_a_fixed_port_takes_it_over(
+    ray_session: None, serve_settings: ServeSettings
+) -> None:
+    settings = _passthrough_settings(serve_settings.port).model_copy(
+        update={"app_name": "troupe-direct-redeploy", "direct_port": free_port("127.0.0.1")}
+    )
+    try:
+        url = deploy(settings)
+        assert _ids(url) == ["remote"]
+        # A changed setting replaces the replica: the new one binds the port the old one freed.
+        assert deploy(settings.model_copy(update={"api_keys": ["k"]})) == url
+        assert httpx.get(f"{url}/models", timeout=30).status_code == 401
+        headers = {"Authorization": "Bearer k"}
+        assert httpx.get(f"{url}/models", headers=headers, timeout=30).status_code == 200
+    finally:
+        shutdown(settings)

@@ -93,6 +93,7 @@ def test_public_api_is_pinned() -> None:
         "create_app",
         "create_engine",
         "deploy",
+        "proxy_url",
         "require_vllm",
         "shutdown",
     ]
