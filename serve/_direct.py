@@ -31,11 +31,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from protocols import ConfigurationError
 from serve._api import error_response
 from serve._errors import ErrorDetail
+from serve._settings import url_host
 
 logger = logging.getLogger(__name__)
 # How long a stopping listener lets requests in flight finish before it closes them.
 CLOSE_TIMEOUT_S = 5
-_WILDCARDS = ("0.0.0.0", "::", "")
 # Routes get a metric label of their own; any other path counts as "other" (bounded labels).
 ROUTES = ("/v1/models", "/v1/chat/completions", "/v1/embeddings", "/health")
 
@@ -114,10 +114,7 @@ class DirectListener:
 
     def url(self, node_ip: str) -> str:
         """The OpenAI base URL of this listener; ``node_ip`` stands in for a wildcard host."""
-        host = node_ip if self._host in _WILDCARDS else self._host
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}{self._prefix}/v1"
+        return f"http://{url_host(self._host, wildcard=node_ip)}:{self.port}{self._prefix}/v1"
 
     @property
     def serving(self) -> bool:

@@ -331,6 +331,14 @@ def _default_models() -> list[ModelSettings]:
     ]
 
 
+def url_host(host: str, *, wildcard: str) -> str:
+    """``host`` as a URL's host part; ``wildcard`` stands in for a bind-everything address,
+    which is not something a client can connect to."""
+    if host in ("0.0.0.0", "::", ""):
+        host = wildcard
+    return f"[{host}]" if ":" in host else host
+
+
 class ServeSettings(BaseModel):
     """The OpenAI-compatible model API: where it listens, which models it serves, who may call."""
 
@@ -455,9 +463,6 @@ class ServeSettings(BaseModel):
 
         ``deploy`` returns the direct listener's URL instead when there is one.
         """
-        # A wildcard bind address is not something a client can connect to.
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        if ":" in host:
-            host = f"[{host}]"
+        host = url_host(self.host, wildcard="127.0.0.1")
         prefix = self.route_prefix.rstrip("/")
         return f"http://{host}:{self.port}{prefix}/v1"
